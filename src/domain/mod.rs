@@ -1,0 +1,11 @@
+//! Domain types and rules, free of HTTP and SQL: parsed values ("parse, don't
+//! validate"), the capacity arithmetic and the slot calendar.
+
+pub mod auth;
+pub mod capacity;
+pub mod reservation;
+pub mod resource;
+pub mod schedule;
+pub mod time;
+pub mod version;
+pub mod validation;

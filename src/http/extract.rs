@@ -1,0 +1,178 @@
+//! Extractors that turn raw requests into parsed values and reject bad ones
+//! with problem+json (axum's own rejections are plain text).
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, RawPathParams, Request},
+    http::{HeaderMap, header, request::Parts},
+};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::{
+    App,
+    domain::{
+        auth::Principal,
+        validation::{FieldError, Fields},
+        version::{VersionMatch, parse_etags},
+    },
+    error::AppError,
+    store::sqlite::writer::{Idempotency, OpResult, StoredResponse},
+};
+
+/// The authenticated caller (`Authorization: Bearer <key>`).
+pub struct Auth(pub Principal);
+
+impl FromRequestParts<App> for Auth {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, AppError> {
+        let token = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| {
+                let (scheme, token) = value.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|token| !token.is_empty() && token.len() <= 256)
+            .ok_or(AppError::Unauthorized)?;
+        app.authenticate(token).await?.map(Auth).ok_or(AppError::Unauthorized)
+    }
+}
+
+impl Auth {
+    pub fn require_admin(&self) -> Result<(), AppError> {
+        if self.0.is_admin() {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden("this endpoint requires an admin key".into()))
+        }
+    }
+}
+
+/// A JSON request body, parsed but not yet validated.
+pub struct JsonBody(pub Value);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody {
+    type Rejection = AppError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, AppError> {
+        let json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .map(|value| value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
+            .is_some_and(|mime| mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")));
+        if !json {
+            return Err(AppError::UnsupportedMediaType(
+                "the request body must be JSON with `Content-Type: application/json`".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::PayloadTooLarge(super::BODY_LIMIT)
+            } else {
+                AppError::MalformedJson(format!("cannot read the request body: {rejection}"))
+            }
+        })?;
+        serde_json::from_slice(&bytes)
+            .map(JsonBody)
+            .map_err(|error| AppError::MalformedJson(format!("the request body is not valid JSON: {error}")))
+    }
+}
+
+/// The query string as a JSON object of strings, so the same [`Fields`]
+/// reader validates it (and reports unknown parameters).
+pub struct Query(pub Fields);
+
+impl<S: Send + Sync> FromRequestParts<S> for Query {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        let mut map = Map::new();
+        let mut errors = Vec::new();
+        for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+            if map.insert(name.to_string(), Value::String(value.into_owned())).is_some() {
+                errors.push(FieldError::new(name, "must be given at most once"));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(AppError::Validation(errors));
+        }
+        Ok(Query(Fields::new(Value::Object(map), "")?))
+    }
+}
+
+/// The `{id}` path segment as a UUID; anything else cannot name a row, so it
+/// is a 404 rather than a validation error.
+pub struct PathId(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for PathId {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        let params = RawPathParams::from_request_parts(parts, state)
+            .await
+            .map_err(|_| AppError::NotFound("no such route".into()))?;
+        params
+            .iter()
+            .find(|(name, _)| *name == "id")
+            .and_then(|(_, value)| Uuid::try_parse(value).ok())
+            .map(PathId)
+            .ok_or_else(|| AppError::NotFound("no resource with this id exists".into()))
+    }
+}
+
+/// `If-Match`, when present.
+pub fn if_match(headers: &HeaderMap) -> Option<VersionMatch> {
+    headers
+        .get(header::IF_MATCH)
+        .map(|value| parse_etags(value.to_str().unwrap_or("")))
+}
+
+/// Whether `If-None-Match` matches the current version (answer 304).
+pub fn not_modified(headers: &HeaderMap, version: i64) -> bool {
+    headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|value| parse_etags(value.to_str().unwrap_or("")).matches(version))
+}
+
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+
+/// The `Idempotency-Key` context of a write request, scoped to the caller and
+/// bound to this exact request (method, path and body).
+pub fn idempotency(
+    headers: &HeaderMap,
+    principal: &Principal,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    render: fn(&OpResult) -> Option<StoredResponse>,
+) -> Result<Option<Idempotency>, AppError> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .filter(|key| (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x20..=0x7e).contains(&b)))
+        .ok_or_else(|| AppError::validation("Idempotency-Key", "must be 1 to 255 printable ASCII characters"))?;
+    let mut digest = Sha256::new();
+    digest.update(method.as_bytes());
+    digest.update(b" ");
+    digest.update(path.as_bytes());
+    digest.update(b"\n");
+    // serde_json's map is ordered, so equal documents hash equally whatever
+    // their key order or whitespace.
+    if let Some(body) = body {
+        digest.update(body.to_string().as_bytes());
+    }
+    Ok(Some(Idempotency {
+        scope: principal.user_id.as_str().to_owned(),
+        key: key.to_owned(),
+        request_hash: digest.finalize().into(),
+        render,
+    }))
+}

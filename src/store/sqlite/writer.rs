@@ -1,0 +1,723 @@
+//! The single writer: one tokio task owns the only SQLite write connection and
+//! applies every write in the service.
+//!
+//! Why one writer: SQLite allows one writer at a time anyway, and owning it in
+//! one task turns the capacity check into plain sequential code that cannot
+//! race (no overbooking, no retry loops on `SQLITE_BUSY`).
+//!
+//! Why group commit: requests queue on a channel; the task takes everything
+//! queued (up to [`MAX_GROUP`]) and applies it in one transaction, so the
+//! commit (and its fsync with `synchronous=full`) is paid once per group, not
+//! once per request. New reservations are buffered and written with a single
+//! multi-row `INSERT ... SELECT FROM json_each(?)` per group. A request is
+//! answered only after the commit that holds its write.
+//!
+//! If a statement fails (disk full, I/O error), the group's transaction is
+//! rolled back and its jobs are re-run one transaction each, so one bad write
+//! cannot fail its neighbours.
+
+use std::{collections::HashMap, sync::Arc, time::Instant};
+
+use anyhow::Context;
+use sqlx::{Connection, SqliteConnection, query, query_as, query_scalar};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    task::JoinHandle,
+};
+use uuid::Uuid;
+
+use super::{queries, rows};
+use crate::{
+    domain::{
+        auth::{KeyHash, Principal, Role, UserId},
+        capacity::{Hold, fits},
+        reservation::{NewReservation, Reservation, ReservationPatch, Status, SyncState},
+        resource::{NewResource, Resource, ResourcePatch},
+        schedule::is_open_for,
+        time::{micros, now},
+        version::VersionMatch,
+    },
+    error::AppError,
+};
+
+/// Most jobs committed in one transaction.
+pub const MAX_GROUP: usize = 512;
+/// Jobs waiting for the writer before `submit` applies back-pressure.
+const QUEUE: usize = 8192;
+/// Resources kept in the writer's memory (they are read on every create).
+const RESOURCE_CACHE: usize = 10_000;
+
+/// A reservation to create on behalf of `user_id` (already authorised).
+#[derive(Debug, Clone)]
+pub struct Booking {
+    pub new: NewReservation,
+    pub user_id: UserId,
+}
+
+/// A write the service can make.
+#[derive(Debug, Clone)]
+pub enum Op {
+    CreateKey {
+        hash: KeyHash,
+        user_id: String,
+        role: Role,
+        bootstrap: bool,
+    },
+    CreateResource(NewResource),
+    UpdateResource {
+        id: Uuid,
+        patch: ResourcePatch,
+        if_match: Option<VersionMatch>,
+    },
+    CreateReservation(Booking),
+    /// Items that failed validation before reaching the writer keep their
+    /// error, so results stay in input order.
+    CreateReservations(Vec<Result<Booking, AppError>>),
+    UpdateReservation {
+        principal: Principal,
+        id: Uuid,
+        patch: ReservationPatch,
+        if_match: Option<VersionMatch>,
+    },
+    CancelReservation {
+        principal: Principal,
+        id: Uuid,
+        if_match: Option<VersionMatch>,
+    },
+    /// Forget idempotency records older than this instant (microseconds).
+    PurgeIdempotency { before: i64 },
+}
+
+/// What a write did.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Done,
+    Resource(Resource, Change),
+    Reservation(Reservation, Change),
+    Reservations(Vec<Result<(Reservation, Change), AppError>>),
+    /// The stored answer to an earlier request with the same Idempotency-Key.
+    Replay(StoredResponse),
+}
+
+/// How a returned row relates to the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    /// Nothing changed (a repeated cancel, a no-op patch).
+    Unchanged,
+    /// A retried create with the same client id and content.
+    Replayed,
+}
+
+pub type OpResult = Result<Outcome, AppError>;
+
+/// An HTTP response as remembered for an Idempotency-Key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub location: Option<String>,
+    pub etag: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// The Idempotency-Key context of a write. `render` turns the write's result
+/// into the response to remember (None: do not remember, e.g. a 5xx), so the
+/// record is stored in the same transaction as the write itself.
+#[derive(Debug, Clone)]
+pub struct Idempotency {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: [u8; 32],
+    pub render: fn(&OpResult) -> Option<StoredResponse>,
+}
+
+struct Job {
+    op: Op,
+    idempotency: Option<Idempotency>,
+    reply: oneshot::Sender<OpResult>,
+}
+
+/// Handle to the writer task; cheap to clone.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the writer on `conn`. It stops once `shutdown` turns true and the
+    /// jobs already queued are committed.
+    pub fn spawn(conn: SqliteConnection, shutdown: watch::Receiver<bool>) -> (Writer, JoinHandle<()>) {
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        let task = WriterTask {
+            conn,
+            resources: HashMap::new(),
+            pending: Vec::new(),
+        };
+        let handle = tokio::spawn(task.run(queue, shutdown));
+        (Writer { jobs }, handle)
+    }
+
+    /// Applies `op` and waits for the commit that holds it.
+    pub async fn submit(&self, op: Op, idempotency: Option<Idempotency>) -> OpResult {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            op,
+            idempotency,
+            reply,
+        };
+        self.jobs
+            .send(job)
+            .await
+            .map_err(|_| AppError::Unavailable("the service is shutting down".into()))?;
+        answer
+            .await
+            .map_err(|_| AppError::Unavailable("the service is shutting down".into()))?
+    }
+}
+
+/// A reservation applied in this transaction but not yet inserted.
+struct PendingInsert {
+    reservation: Reservation,
+    request_hash: [u8; 32],
+}
+
+struct WriterTask {
+    conn: SqliteConnection,
+    /// Resources by id: read on every create, changed only by this task.
+    resources: HashMap<Uuid, Resource>,
+    /// New reservations of the open transaction, flushed in one statement.
+    pending: Vec<PendingInsert>,
+}
+
+impl WriterTask {
+    async fn run(mut self, mut queue: mpsc::Receiver<Job>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let first = tokio::select! {
+                biased;
+                job = queue.recv() => match job {
+                    Some(job) => job,
+                    None => break,
+                },
+                _ = crate::shutdown::requested(&mut shutdown) => {
+                    // Commit what was accepted before the signal, then stop.
+                    queue.close();
+                    let mut rest = Vec::new();
+                    while let Some(job) = queue.recv().await {
+                        rest.push(job);
+                    }
+                    for group in rest.chunks_mut(MAX_GROUP) {
+                        let group: Vec<Job> = group.iter_mut().map(take_job).collect();
+                        self.commit_group(group).await;
+                    }
+                    break;
+                }
+            };
+            let mut group = Vec::with_capacity(16);
+            group.push(first);
+            while group.len() < MAX_GROUP {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group).await;
+        }
+        if let Err(error) = query("PRAGMA optimize").execute(&mut self.conn).await {
+            tracing::debug!(%error, "PRAGMA optimize failed");
+        }
+        if let Err(error) = self.conn.close().await {
+            tracing::warn!(%error, "closing the SQLite write connection failed");
+        }
+    }
+
+    async fn commit_group(&mut self, group: Vec<Job>) {
+        let started = Instant::now();
+        let (work, replies): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .map(|job| ((job.op, job.idempotency), job.reply))
+            .unzip();
+        match self.transaction(&work).await {
+            Ok(results) => {
+                tracing::trace!(size = work.len(), elapsed = ?started.elapsed(), "group committed");
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(result);
+                }
+            }
+            Err(error) if work.len() > 1 => {
+                tracing::warn!(%error, size = work.len(), "group commit failed; retrying its writes one by one");
+                for (job, reply) in work.into_iter().zip(replies) {
+                    let result = match self.transaction(std::slice::from_ref(&job)).await {
+                        Ok(mut results) => results.pop().unwrap_or_else(|| Err(anyhow::anyhow!("no result").into())),
+                        Err(error) => Err(logged(error)),
+                    };
+                    let _ = reply.send(result);
+                }
+            }
+            Err(error) => {
+                let error = logged(error);
+                for reply in replies {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Applies `work` in one transaction. `Err` means the transaction was
+    /// rolled back and nothing of it persisted.
+    async fn transaction(&mut self, work: &[(Op, Option<Idempotency>)]) -> anyhow::Result<Vec<OpResult>> {
+        query("BEGIN IMMEDIATE").execute(&mut self.conn).await.context("BEGIN")?;
+        let applied = async {
+            let mut results = Vec::with_capacity(work.len());
+            for (op, idempotency) in work {
+                results.push(self.execute(op, idempotency.as_ref()).await?);
+            }
+            self.flush().await?;
+            query("COMMIT").execute(&mut self.conn).await.context("COMMIT")?;
+            anyhow::Ok(results)
+        }
+        .await;
+        if applied.is_err() {
+            self.pending.clear();
+            // The cached resources may hold changes that were rolled back.
+            self.resources.clear();
+            if let Err(error) = query("ROLLBACK").execute(&mut self.conn).await {
+                tracing::error!(%error, "ROLLBACK failed");
+            }
+        }
+        applied
+    }
+
+    /// One job: the idempotency check, the write, and the remembered answer.
+    async fn execute(&mut self, op: &Op, idempotency: Option<&Idempotency>) -> anyhow::Result<OpResult> {
+        let Some(idem) = idempotency else {
+            return self.apply(op).await;
+        };
+        let stored: Option<(Vec<u8>, i64, Option<String>, Option<String>, Vec<u8>)> = query_as(
+            "SELECT request_hash, status, location, etag, body FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
+        )
+        .bind(&idem.scope)
+        .bind(&idem.key)
+        .fetch_optional(&mut self.conn)
+        .await?;
+        if let Some((hash, status, location, etag, body)) = stored {
+            if hash != idem.request_hash {
+                return Ok(Err(AppError::IdempotencyKeyReused));
+            }
+            return Ok(Ok(Outcome::Replay(StoredResponse {
+                status: u16::try_from(status)?,
+                location,
+                etag,
+                body,
+            })));
+        }
+        let result = self.apply(op).await?;
+        if let Some(response) = (idem.render)(&result) {
+            query(
+                "INSERT INTO idempotency_keys (scope, key, request_hash, status, location, etag, body, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .bind(&idem.scope)
+            .bind(&idem.key)
+            .bind(&idem.request_hash[..])
+            .bind(i64::from(response.status))
+            .bind(response.location)
+            .bind(response.etag)
+            .bind(response.body)
+            .bind(micros(now()))
+            .execute(&mut self.conn)
+            .await?;
+        }
+        Ok(result)
+    }
+
+    async fn apply(&mut self, op: &Op) -> anyhow::Result<OpResult> {
+        match op {
+            Op::CreateKey {
+                hash,
+                user_id,
+                role,
+                bootstrap,
+            } => {
+                query("INSERT INTO api_keys (hash, user_id, role, bootstrap, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
+                    .bind(&hash[..])
+                    .bind(user_id)
+                    .bind(role.as_str())
+                    .bind(*bootstrap)
+                    .bind(micros(now()))
+                    .execute(&mut self.conn)
+                    .await?;
+                Ok(Ok(Outcome::Done))
+            }
+            Op::CreateResource(new) => self.create_resource(new).await,
+            Op::UpdateResource { id, patch, if_match } => self.update_resource(*id, patch, if_match.as_ref()).await,
+            Op::CreateReservation(booking) => Ok(self
+                .create_reservation(booking)
+                .await?
+                .map(|(reservation, change)| Outcome::Reservation(reservation, change))),
+            Op::CreateReservations(items) => {
+                let mut results = Vec::with_capacity(items.len());
+                for item in items {
+                    results.push(match item {
+                        Ok(booking) => self.create_reservation(booking).await?,
+                        Err(error) => Err(error.clone()),
+                    });
+                }
+                Ok(Ok(Outcome::Reservations(results)))
+            }
+            Op::UpdateReservation {
+                principal,
+                id,
+                patch,
+                if_match,
+            } => self.update_reservation(principal, *id, patch, if_match.as_ref()).await,
+            Op::CancelReservation {
+                principal,
+                id,
+                if_match,
+            } => self.cancel_reservation(principal, *id, if_match.as_ref()).await,
+            Op::PurgeIdempotency { before } => {
+                query("DELETE FROM idempotency_keys WHERE created_at < ?1")
+                    .bind(before)
+                    .execute(&mut self.conn)
+                    .await?;
+                Ok(Ok(Outcome::Done))
+            }
+        }
+    }
+
+    async fn resource(&mut self, id: Uuid) -> anyhow::Result<Option<Resource>> {
+        if let Some(resource) = self.resources.get(&id) {
+            return Ok(Some(resource.clone()));
+        }
+        let found = queries::resource(&mut self.conn, id).await?;
+        if let Some(resource) = &found {
+            self.remember(resource.clone());
+        }
+        Ok(found)
+    }
+
+    fn remember(&mut self, resource: Resource) {
+        if self.resources.len() >= RESOURCE_CACHE {
+            self.resources.clear();
+        }
+        self.resources.insert(resource.id, resource);
+    }
+
+    async fn create_resource(&mut self, new: &NewResource) -> anyhow::Result<OpResult> {
+        if let Some(id) = new.id {
+            if self.resource(id).await?.is_some() {
+                return Ok(Err(AppError::Conflict(format!("a resource with id {id} already exists"))));
+            }
+        }
+        let resource = Resource::create(new.clone(), now());
+        self.save_resource(&resource, true).await?;
+        Ok(Ok(Outcome::Resource(resource, Change::Created)))
+    }
+
+    async fn update_resource(
+        &mut self,
+        id: Uuid,
+        patch: &ResourcePatch,
+        if_match: Option<&VersionMatch>,
+    ) -> anyhow::Result<OpResult> {
+        let Some(mut resource) = self.resource(id).await? else {
+            return Ok(Err(not_found("resource", id)));
+        };
+        if let Some(expected) = if_match {
+            if !expected.matches(resource.version) {
+                return Ok(Err(stale(resource.version)));
+            }
+        }
+        if !resource.apply(patch.clone(), now()) {
+            return Ok(Ok(Outcome::Resource(resource, Change::Unchanged)));
+        }
+        self.save_resource(&resource, false).await?;
+        Ok(Ok(Outcome::Resource(resource, Change::Updated)))
+    }
+
+    async fn save_resource(&mut self, resource: &Resource, insert: bool) -> anyhow::Result<()> {
+        let sql = if insert {
+            "INSERT INTO resources (id, name, capacity, timezone, slot_minutes, opening_hours, version, created_at, updated_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        } else {
+            "UPDATE resources SET name = ?2, capacity = ?3, timezone = ?4, slot_minutes = ?5, opening_hours = ?6, \
+             version = ?7, created_at = ?8, updated_at = ?9 WHERE id = ?1"
+        };
+        query(sql)
+            .bind(resource.id.hyphenated().to_string())
+            .bind(&resource.name)
+            .bind(i64::from(resource.capacity))
+            .bind(&resource.timezone)
+            .bind(i64::from(resource.slot_minutes))
+            .bind(resource.opening_hours.as_ref().map(serde_json::to_string).transpose()?)
+            .bind(resource.version)
+            .bind(micros(resource.created_at))
+            .bind(micros(resource.updated_at))
+            .execute(&mut self.conn)
+            .await?;
+        self.remember(resource.clone());
+        Ok(())
+    }
+
+    async fn create_reservation(&mut self, booking: &Booking) -> anyhow::Result<Result<(Reservation, Change), AppError>> {
+        let new = &booking.new;
+        let user_id = booking.user_id.as_str();
+        let request_hash = new.fingerprint(user_id);
+
+        if let Some(id) = new.id {
+            if let Some(existing) = self.existing(id).await? {
+                let (reservation, stored_hash) = existing;
+                return Ok(if stored_hash == rows::hex(&request_hash) {
+                    Ok((reservation, Change::Replayed))
+                } else {
+                    Err(AppError::Conflict(format!(
+                        "reservation {id} already exists with different content"
+                    )))
+                });
+            }
+        }
+        let Some(resource) = self.resource(new.resource_id).await? else {
+            return Ok(Err(AppError::validation("resource_id", "no resource with this id exists")));
+        };
+        if let Err(error) = check_bookable(&resource, new.starts_at, new.ends_at) {
+            return Ok(Err(error));
+        }
+        let (start, end) = (micros(new.starts_at), micros(new.ends_at));
+        let holds = self.holds(resource.id, start, end, None).await?;
+        if !fits(holds, start, end, new.party_size, resource.capacity) {
+            return Ok(Err(full(&resource, new.party_size)));
+        }
+        let at = now();
+        let reservation = Reservation {
+            id: new.id.unwrap_or_else(Uuid::now_v7),
+            resource_id: resource.id,
+            user_id: user_id.to_owned(),
+            starts_at: new.starts_at,
+            ends_at: new.ends_at,
+            party_size: new.party_size,
+            status: Status::Confirmed,
+            version: 1,
+            sync_state: SyncState::Local,
+            notes: new.notes.clone(),
+            metadata: new.metadata.clone(),
+            created_at: at,
+            updated_at: at,
+        };
+        self.pending.push(PendingInsert {
+            reservation: reservation.clone(),
+            request_hash,
+        });
+        Ok(Ok((reservation, Change::Created)))
+    }
+
+    /// A reservation by id with its create fingerprint, looking at this
+    /// transaction's unflushed inserts first.
+    async fn existing(&mut self, id: Uuid) -> anyhow::Result<Option<(Reservation, String)>> {
+        if let Some(pending) = self.pending.iter().find(|p| p.reservation.id == id) {
+            return Ok(Some((pending.reservation.clone(), rows::hex(&pending.request_hash))));
+        }
+        let hash: Option<String> = query_scalar("SELECT request_hash FROM reservations WHERE id = ?1")
+            .bind(id.hyphenated().to_string())
+            .fetch_optional(&mut self.conn)
+            .await?;
+        let Some(hash) = hash else { return Ok(None) };
+        let reservation = queries::reservation(&mut self.conn, id)
+            .await?
+            .context("reservation vanished inside the write transaction")?;
+        Ok(Some((reservation, hash)))
+    }
+
+    /// Confirmed holds overlapping [start, end): committed rows plus this
+    /// transaction's unflushed inserts.
+    async fn holds(&mut self, resource_id: Uuid, start: i64, end: i64, exclude: Option<Uuid>) -> anyhow::Result<Vec<Hold>> {
+        let mut holds = queries::holds(&mut self.conn, resource_id, start, end, exclude).await?;
+        holds.extend(
+            self.pending
+                .iter()
+                .map(|p| &p.reservation)
+                .filter(|r| r.resource_id == resource_id && r.holds_capacity())
+                .map(|r| Hold {
+                    start: micros(r.starts_at),
+                    end: micros(r.ends_at),
+                    size: r.party_size,
+                })
+                .filter(|h| h.start < end && h.end > start),
+        );
+        Ok(holds)
+    }
+
+    /// Writes the buffered inserts with one statement.
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<serde_json::Value> = self
+            .pending
+            .iter()
+            .map(|p| rows::reservation_json(&p.reservation, &p.request_hash))
+            .collect();
+        query(
+            "INSERT INTO reservations (id, resource_id, user_id, starts_at, ends_at, party_size, status, version, \
+             sync_state, notes, metadata, request_hash, created_at, updated_at) \
+             SELECT value ->> 'id', value ->> 'resource_id', value ->> 'user_id', value ->> 'starts_at', \
+             value ->> 'ends_at', value ->> 'party_size', value ->> 'status', value ->> 'version', \
+             value ->> 'sync_state', value ->> 'notes', value ->> 'metadata', value ->> 'request_hash', \
+             value ->> 'created_at', value ->> 'updated_at' FROM json_each(?1)",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut self.conn)
+        .await
+        .context("inserting reservations")?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Loads a reservation the principal may act on (others' are "not found").
+    async fn owned(&mut self, principal: &Principal, id: Uuid) -> anyhow::Result<Option<Reservation>> {
+        // Updates read committed rows: make this transaction's inserts visible.
+        self.flush().await?;
+        Ok(queries::reservation(&mut self.conn, id)
+            .await?
+            .filter(|r| principal.owns(&r.user_id)))
+    }
+
+    async fn update_reservation(
+        &mut self,
+        principal: &Principal,
+        id: Uuid,
+        patch: &ReservationPatch,
+        if_match: Option<&VersionMatch>,
+    ) -> anyhow::Result<OpResult> {
+        let Some(current) = self.owned(principal, id).await? else {
+            return Ok(Err(not_found("reservation", id)));
+        };
+        if let Some(expected) = if_match {
+            if !expected.matches(current.version) {
+                return Ok(Err(stale(current.version)));
+            }
+        }
+        if current.status != Status::Confirmed {
+            return Ok(Err(AppError::Conflict(format!(
+                "reservation {id} is {} and can no longer be changed",
+                current.status.as_str()
+            ))));
+        }
+        let next = match current.patched(patch, now()) {
+            Err(errors) => return Ok(Err(AppError::Validation(errors))),
+            Ok(None) => return Ok(Ok(Outcome::Reservation(current, Change::Unchanged))),
+            Ok(Some(next)) => next,
+        };
+        let moved = next.starts_at != current.starts_at || next.ends_at != current.ends_at;
+        if moved || next.party_size > current.party_size {
+            let Some(resource) = self.resource(current.resource_id).await? else {
+                return Ok(Err(not_found("resource", current.resource_id)));
+            };
+            if moved {
+                if let Err(error) = check_bookable(&resource, next.starts_at, next.ends_at) {
+                    return Ok(Err(error));
+                }
+            }
+            let (start, end) = (micros(next.starts_at), micros(next.ends_at));
+            // Its own current hold does not count against it.
+            let holds = self.holds(resource.id, start, end, Some(id)).await?;
+            if !fits(holds, start, end, next.party_size, resource.capacity) {
+                return Ok(Err(full(&resource, next.party_size)));
+            }
+        }
+        query(
+            "UPDATE reservations SET starts_at = ?2, ends_at = ?3, party_size = ?4, notes = ?5, metadata = ?6, \
+             version = ?7, updated_at = ?8 WHERE id = ?1",
+        )
+        .bind(id.hyphenated().to_string())
+        .bind(micros(next.starts_at))
+        .bind(micros(next.ends_at))
+        .bind(i64::from(next.party_size))
+        .bind(&next.notes)
+        .bind(next.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()))
+        .bind(next.version)
+        .bind(micros(next.updated_at))
+        .execute(&mut self.conn)
+        .await?;
+        Ok(Ok(Outcome::Reservation(next, Change::Updated)))
+    }
+
+    async fn cancel_reservation(
+        &mut self,
+        principal: &Principal,
+        id: Uuid,
+        if_match: Option<&VersionMatch>,
+    ) -> anyhow::Result<OpResult> {
+        let Some(mut reservation) = self.owned(principal, id).await? else {
+            return Ok(Err(not_found("reservation", id)));
+        };
+        if let Some(expected) = if_match {
+            if !expected.matches(reservation.version) {
+                return Ok(Err(stale(reservation.version)));
+            }
+        }
+        match reservation.status {
+            Status::Cancelled => return Ok(Ok(Outcome::Reservation(reservation, Change::Unchanged))),
+            Status::Rejected => {
+                return Ok(Err(AppError::Conflict(format!(
+                    "reservation {id} was rejected and holds no capacity to cancel"
+                ))));
+            }
+            Status::Confirmed => {}
+        }
+        reservation.status = Status::Cancelled;
+        reservation.version += 1;
+        reservation.updated_at = now();
+        query("UPDATE reservations SET status = 'cancelled', version = ?2, updated_at = ?3 WHERE id = ?1")
+            .bind(id.hyphenated().to_string())
+            .bind(reservation.version)
+            .bind(micros(reservation.updated_at))
+            .execute(&mut self.conn)
+            .await?;
+        Ok(Ok(Outcome::Reservation(reservation, Change::Updated)))
+    }
+}
+
+/// Opening hours and the plain size limit: the checks that need no other
+/// reservation.
+fn check_bookable(resource: &Resource, start: jiff::Timestamp, end: jiff::Timestamp) -> Result<(), AppError> {
+    if !is_open_for(resource.opening_hours.as_ref(), &resource.tz, start, end) {
+        return Err(AppError::validation(
+            "starts_at",
+            "the reservation must lie within the resource's opening hours",
+        ));
+    }
+    Ok(())
+}
+
+fn full(resource: &Resource, party_size: u32) -> AppError {
+    AppError::CapacityExceeded(format!(
+        "resource {} cannot hold {party_size} more at that time (capacity {})",
+        resource.id, resource.capacity
+    ))
+}
+
+fn not_found(kind: &str, id: Uuid) -> AppError {
+    AppError::NotFound(format!("{kind} {id} not found"))
+}
+
+fn stale(version: i64) -> AppError {
+    AppError::PreconditionFailed(format!("If-Match does not match the current version {version}"))
+}
+
+fn logged(error: anyhow::Error) -> AppError {
+    tracing::error!(error = format!("{error:#}"), "write failed");
+    AppError::Internal(Arc::new(error))
+}
+
+fn take_job(slot: &mut Job) -> Job {
+    let (reply, _) = oneshot::channel();
+    std::mem::replace(
+        slot,
+        Job {
+            op: Op::PurgeIdempotency { before: 0 },
+            idempotency: None,
+            reply,
+        },
+    )
+}
