@@ -73,15 +73,16 @@ impl App {
 }
 
 /// A started service without its HTTP listener: the store, the writer and the
-/// background tasks. `shutdown` stops them.
-struct Running {
+/// background tasks. [`launch`] serves its router on a socket; benches call the
+/// router in-process. `shutdown` stops the tasks.
+pub struct Service {
     app: App,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
-impl Running {
-    async fn start(config: &Config) -> anyhow::Result<Running> {
+impl Service {
+    pub async fn start(config: &Config) -> anyhow::Result<Service> {
         let (reads, write_conn) = sqlite::open(config).await?;
         let (stop, stopped) = watch::channel(false);
         let (writer, writer_task) = Writer::spawn(write_conn, stopped.clone());
@@ -96,16 +97,21 @@ impl Running {
             bootstrap_admin_key(&app, &config.data_dir).await?;
         }
         let purge = tokio::spawn(purge_idempotency_keys(app.clone(), stopped));
-        Ok(Running {
+        Ok(Service {
             app,
             tasks: vec![purge, writer_task],
             stop,
         })
     }
 
+    /// The HTTP router over this service.
+    pub fn router(&self) -> axum::Router {
+        http::router(self.app.clone())
+    }
+
     /// Stops the background tasks; the writer commits what it already
     /// accepted before it exits.
-    async fn shutdown(self) {
+    pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let reads = self.app.reads.clone();
         drop(self.app);
@@ -126,12 +132,12 @@ pub async fn launch(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let running = Running::start(&config).await?;
-    let router = http::router(running.app.clone());
+    let service = Service::start(&config).await?;
+    let router = service.router();
     tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "reservoir is serving");
     let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
     tracing::info!("stopped accepting requests; finishing writes");
-    running.shutdown().await;
+    service.shutdown().await;
     served.context("the HTTP server failed")
 }
 

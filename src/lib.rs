@@ -15,5 +15,5 @@ mod app;
 pub mod shutdown;
 pub mod telemetry;
 
-pub use app::{App, launch};
+pub use app::{App, Service, launch};
 pub use config::Config;

@@ -40,7 +40,7 @@ CREATE TABLE reservations (
 
 -- Capacity checks and availability: the confirmed holds of one resource in a
 -- starts_at range, answered from the index alone.
-CREATE INDEX reservations_holds ON reservations (resource_id, starts_at, ends_at, party_size)
+CREATE INDEX reservations_holds ON reservations (resource_id, starts_at, ends_at, party_size, id)
     WHERE status = 'confirmed';
 -- Keyset pagination, ordered by (starts_at, id), with and without filters.
 CREATE INDEX reservations_by_start ON reservations (starts_at, id);

@@ -136,10 +136,10 @@ impl NewReservation {
         let party_size = f.optional("party_size", party_size).unwrap_or(1);
         let notes = f.optional("notes", notes);
         let metadata = f.optional("metadata", metadata);
-        if let (Some(start), Some(end)) = (starts_at, ends_at) {
-            if let Err(message) = check_span(start, end) {
-                f.error("ends_at", message);
-            }
+        if let (Some(start), Some(end)) = (starts_at, ends_at)
+            && let Err(message) = check_span(start, end)
+        {
+            f.error("ends_at", message);
         }
         f.finish()?;
         let (Some(resource_id), Some(starts_at), Some(ends_at)) = (resource_id, starts_at, ends_at) else {
@@ -183,10 +183,10 @@ impl ReservationPatch {
             notes: f.patch("notes", notes),
             metadata: f.patch("metadata", metadata),
         };
-        if let (Some(start), Some(end)) = (patch.starts_at, patch.ends_at) {
-            if let Err(message) = check_span(start, end) {
-                f.error("ends_at", message);
-            }
+        if let (Some(start), Some(end)) = (patch.starts_at, patch.ends_at)
+            && let Err(message) = check_span(start, end)
+        {
+            f.error("ends_at", message);
         }
         f.finish()?;
         Ok(patch)

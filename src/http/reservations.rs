@@ -123,10 +123,10 @@ async fn list(State(app): State<App>, Auth(principal): Auth, Query(mut query): Q
     };
     let limit = limit(&mut query);
     let after = query.optional("cursor", reservation_cursor);
-    if let (Some(from), Some(to)) = (filter.from, filter.to) {
-        if to <= from {
-            query.error("to", "must be after from");
-        }
+    if let (Some(from), Some(to)) = (filter.from, filter.to)
+        && to <= from
+    {
+        query.error("to", "must be after from");
     }
     query.finish()?;
     if !principal.is_admin() {

@@ -2,6 +2,7 @@
 //! and a pool of read-only connections for everything else. WAL mode lets the
 //! readers run while the writer commits.
 
+mod plans;
 pub mod queries;
 pub mod reads;
 pub mod rows;
@@ -39,19 +40,25 @@ pub async fn open(config: &Config) -> anyhow::Result<(Reads, SqliteConnection)> 
         .pragma("temp_store", "memory")
         .log_statements(tracing::log::LevelFilter::Trace);
 
-    let mut write = base
+    let write_options = base
         .clone()
         .create_if_missing(true)
         // A bigger page cache for the one connection that walks the indexes on
         // every insert; readers keep SQLite's default.
-        .pragma("cache_size", "-16384")
-        .connect()
+        .pragma("cache_size", "-16384");
+    // Migrations run through a one-connection pool: `Migrator::run` on a bare
+    // `&mut SqliteConnection` makes the caller's future non-`Send`.
+    let migrations = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(write_options.clone())
         .await
         .with_context(|| format!("cannot open {}", path.display()))?;
     sqlx::migrate!("./migrations/sqlite")
-        .run(&mut write)
+        .run(&migrations)
         .await
         .context("cannot apply SQLite migrations")?;
+    migrations.close().await;
+    let mut write = write_options.connect().await?;
     write.ping().await?;
 
     let pool = SqlitePoolOptions::new()

@@ -12,6 +12,11 @@ use crate::domain::{
     time::MAX_RESERVATION_MICROS,
 };
 
+pub(crate) const HOLDS: &str = "SELECT starts_at, ends_at, party_size FROM reservations \
+     WHERE resource_id = ?1 AND status = 'confirmed' \
+       AND starts_at < ?3 AND starts_at > ?2 - ?4 AND ends_at > ?2 \
+       AND id IS NOT ?5";
+
 /// Confirmed holds on `resource_id` overlapping [start, end), optionally
 /// leaving one reservation out (the one being rescheduled). No reservation is
 /// longer than a week, so only a bounded range of the index is scanned.
@@ -22,12 +27,7 @@ pub async fn holds<'e>(
     end: i64,
     exclude: Option<Uuid>,
 ) -> sqlx::Result<Vec<Hold>> {
-    let rows: Vec<(i64, i64, i64)> = query_as(
-        "SELECT starts_at, ends_at, party_size FROM reservations \
-         WHERE resource_id = ?1 AND status = 'confirmed' \
-           AND starts_at < ?3 AND starts_at > ?2 - ?4 AND ends_at > ?2 \
-           AND id IS NOT ?5",
-    )
+    let rows: Vec<(i64, i64, i64)> = query_as(HOLDS)
     .bind(resource_id.hyphenated().to_string())
     .bind(start)
     .bind(end)

@@ -80,44 +80,17 @@ impl Reads {
         Ok(row.and_then(|(user, role)| Role::parse(&role).map(|role| (user, role))))
     }
 
-    /// One page in (starts_at, id) order, strictly after `after`. Every branch
-    /// is a range scan of one of the `reservations_by_*` indexes.
+    /// One page in (starts_at, id) order, strictly after `after`.
     pub async fn list_reservations(
         &self,
         filter: &ReservationFilter,
         after: Option<&ReservationCursor>,
         limit: u32,
     ) -> AppResult<Vec<Reservation>> {
-        let mut q: QueryBuilder<Sqlite> =
-            QueryBuilder::new(format!("SELECT {RESERVATION_COLUMNS} FROM reservations WHERE 1=1"));
-        if let Some(resource_id) = filter.resource_id {
-            q.push(" AND resource_id = ").push_bind(resource_id.hyphenated().to_string());
-        }
-        if let Some(user_id) = &filter.user_id {
-            q.push(" AND user_id = ").push_bind(user_id.clone());
-        }
-        if let Some(status) = filter.status {
-            q.push(" AND status = ").push_bind(status.as_str());
-        }
-        if let Some(from) = filter.from {
-            let from = micros(from);
-            // Overlap means ends_at > from; bounding starts_at too keeps the
-            // scan on the index (no reservation is longer than a week).
-            q.push(" AND ends_at > ").push_bind(from);
-            q.push(" AND starts_at > ").push_bind(from - MAX_RESERVATION_MICROS);
-        }
-        if let Some(to) = filter.to {
-            q.push(" AND starts_at < ").push_bind(micros(to));
-        }
-        if let Some(cursor) = after {
-            q.push(" AND (starts_at, id) > (")
-                .push_bind(cursor.starts_at)
-                .push(", ")
-                .push_bind(cursor.id.hyphenated().to_string())
-                .push(")");
-        }
-        q.push(" ORDER BY starts_at, id LIMIT ").push_bind(i64::from(limit));
-        let rows: Vec<ReservationRow> = q.build_query_as().fetch_all(&self.pool).await?;
+        let rows: Vec<ReservationRow> = list_query("", filter, after, limit)
+            .build_query_as()
+            .fetch_all(&self.pool)
+            .await?;
         Ok(rows.into_iter().map(Reservation::try_from).collect::<Result<_, _>>()?)
     }
 
@@ -132,4 +105,55 @@ impl Reads {
         .await?;
         Ok(rows.into_iter().map(Resource::try_from).collect::<Result<_, _>>()?)
     }
+}
+
+/// The list query; every filter combination is a range scan of one of the
+/// `reservations_by_*` indexes (checked by the query-plan tests). `prefix` lets
+/// those tests prepend `EXPLAIN QUERY PLAN`.
+pub(crate) fn list_query<'a>(
+    prefix: &str,
+    filter: &'a ReservationFilter,
+    after: Option<&ReservationCursor>,
+    limit: u32,
+) -> QueryBuilder<'a, Sqlite> {
+    let mut q: QueryBuilder<Sqlite> =
+        QueryBuilder::new(format!("{prefix}SELECT {RESERVATION_COLUMNS} FROM reservations WHERE 1=1"));
+    if let Some(resource_id) = filter.resource_id {
+        q.push(" AND resource_id = ").push_bind(resource_id.hyphenated().to_string());
+    }
+    if let Some(user_id) = &filter.user_id {
+        q.push(" AND user_id = ").push_bind(user_id.as_str());
+    }
+    if let Some(status) = filter.status {
+        q.push(" AND status = ").push_bind(status.as_str());
+    }
+    if let Some(from) = filter.from {
+        // Overlap means ends_at > from.
+        q.push(" AND ends_at > ").push_bind(micros(from));
+    }
+    // One lower bound on starts_at for the index seek: no reservation that
+    // overlaps `from` starts a week or more before it (none is longer), and a
+    // later page starts at its cursor.
+    let lower = [
+        filter.from.map(|from| micros(from) - MAX_RESERVATION_MICROS + 1),
+        after.map(|cursor| cursor.starts_at),
+    ]
+    .into_iter()
+    .flatten()
+    .max();
+    if let Some(lower) = lower {
+        q.push(" AND starts_at >= ").push_bind(lower);
+    }
+    if let Some(to) = filter.to {
+        q.push(" AND starts_at < ").push_bind(micros(to));
+    }
+    if let Some(cursor) = after {
+        q.push(" AND (starts_at, id) > (")
+            .push_bind(cursor.starts_at)
+            .push(", ")
+            .push_bind(cursor.id.hyphenated().to_string())
+            .push(")");
+    }
+    q.push(" ORDER BY starts_at, id LIMIT ").push_bind(i64::from(limit));
+    q
 }

@@ -132,6 +132,9 @@ pub struct Idempotency {
     pub render: fn(&OpResult) -> Option<StoredResponse>,
 }
 
+/// An `idempotency_keys` row: request hash, status, location, etag, body.
+type StoredRow = (Vec<u8>, i64, Option<String>, Option<String>, Vec<u8>);
+
 struct Job {
     op: Op,
     idempotency: Option<Idempotency>,
@@ -293,7 +296,7 @@ impl WriterTask {
         let Some(idem) = idempotency else {
             return self.apply(op).await;
         };
-        let stored: Option<(Vec<u8>, i64, Option<String>, Option<String>, Vec<u8>)> = query_as(
+        let stored: Option<StoredRow> = query_as(
             "SELECT request_hash, status, location, etag, body FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
         )
         .bind(&idem.scope)
@@ -405,10 +408,10 @@ impl WriterTask {
     }
 
     async fn create_resource(&mut self, new: &NewResource) -> anyhow::Result<OpResult> {
-        if let Some(id) = new.id {
-            if self.resource(id).await?.is_some() {
-                return Ok(Err(AppError::Conflict(format!("a resource with id {id} already exists"))));
-            }
+        if let Some(id) = new.id
+            && self.resource(id).await?.is_some()
+        {
+            return Ok(Err(AppError::Conflict(format!("a resource with id {id} already exists"))));
         }
         let resource = Resource::create(new.clone(), now());
         self.save_resource(&resource, true).await?;
@@ -424,10 +427,8 @@ impl WriterTask {
         let Some(mut resource) = self.resource(id).await? else {
             return Ok(Err(not_found("resource", id)));
         };
-        if let Some(expected) = if_match {
-            if !expected.matches(resource.version) {
-                return Ok(Err(stale(resource.version)));
-            }
+        if let Err(error) = check_version(if_match, resource.version) {
+            return Ok(Err(error));
         }
         if !resource.apply(patch.clone(), now()) {
             return Ok(Ok(Outcome::Resource(resource, Change::Unchanged)));
@@ -465,17 +466,16 @@ impl WriterTask {
         let user_id = booking.user_id.as_str();
         let request_hash = new.fingerprint(user_id);
 
-        if let Some(id) = new.id {
-            if let Some(existing) = self.existing(id).await? {
-                let (reservation, stored_hash) = existing;
-                return Ok(if stored_hash == rows::hex(&request_hash) {
-                    Ok((reservation, Change::Replayed))
-                } else {
-                    Err(AppError::Conflict(format!(
-                        "reservation {id} already exists with different content"
-                    )))
-                });
-            }
+        if let Some(id) = new.id
+            && let Some((reservation, stored_hash)) = self.existing(id).await?
+        {
+            return Ok(if stored_hash == rows::hex(&request_hash) {
+                Ok((reservation, Change::Replayed))
+            } else {
+                Err(AppError::Conflict(format!(
+                    "reservation {id} already exists with different content"
+                )))
+            });
         }
         let Some(resource) = self.resource(new.resource_id).await? else {
             return Ok(Err(AppError::validation("resource_id", "no resource with this id exists")));
@@ -592,10 +592,8 @@ impl WriterTask {
         let Some(current) = self.owned(principal, id).await? else {
             return Ok(Err(not_found("reservation", id)));
         };
-        if let Some(expected) = if_match {
-            if !expected.matches(current.version) {
-                return Ok(Err(stale(current.version)));
-            }
+        if let Err(error) = check_version(if_match, current.version) {
+            return Ok(Err(error));
         }
         if current.status != Status::Confirmed {
             return Ok(Err(AppError::Conflict(format!(
@@ -613,10 +611,8 @@ impl WriterTask {
             let Some(resource) = self.resource(current.resource_id).await? else {
                 return Ok(Err(not_found("resource", current.resource_id)));
             };
-            if moved {
-                if let Err(error) = check_bookable(&resource, next.starts_at, next.ends_at) {
-                    return Ok(Err(error));
-                }
+            if moved && let Err(error) = check_bookable(&resource, next.starts_at, next.ends_at) {
+                return Ok(Err(error));
             }
             let (start, end) = (micros(next.starts_at), micros(next.ends_at));
             // Its own current hold does not count against it.
@@ -651,10 +647,8 @@ impl WriterTask {
         let Some(mut reservation) = self.owned(principal, id).await? else {
             return Ok(Err(not_found("reservation", id)));
         };
-        if let Some(expected) = if_match {
-            if !expected.matches(reservation.version) {
-                return Ok(Err(stale(reservation.version)));
-            }
+        if let Err(error) = check_version(if_match, reservation.version) {
+            return Ok(Err(error));
         }
         match reservation.status {
             Status::Cancelled => return Ok(Ok(Outcome::Reservation(reservation, Change::Unchanged))),
@@ -701,8 +695,14 @@ fn not_found(kind: &str, id: Uuid) -> AppError {
     AppError::NotFound(format!("{kind} {id} not found"))
 }
 
-fn stale(version: i64) -> AppError {
-    AppError::PreconditionFailed(format!("If-Match does not match the current version {version}"))
+/// The `If-Match` precondition, when the request has one.
+fn check_version(if_match: Option<&VersionMatch>, version: i64) -> Result<(), AppError> {
+    match if_match {
+        Some(expected) if !expected.matches(version) => Err(AppError::PreconditionFailed(format!(
+            "If-Match does not match the current version {version}"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn logged(error: anyhow::Error) -> AppError {
