@@ -2,7 +2,9 @@
 //! router, and shuts everything down in order. Tests and the binary both go
 //! through [`launch`], so they run the same code.
 
-use std::{future::Future, io::Write, os::unix::fs::OpenOptionsExt, path::Path, sync::Arc, time::Duration};
+use std::{
+    future::Future, io::Write, os::unix::fs::OpenOptionsExt, path::Path, sync::Arc, time::Duration,
+};
 
 use anyhow::Context;
 use moka::future::Cache;
@@ -64,7 +66,8 @@ impl App {
             return Ok(None);
         };
         let principal = Principal {
-            user_id: UserId::parse(&user_id).map_err(|e| anyhow::anyhow!("stored user id {user_id:?}: {e}"))?,
+            user_id: UserId::parse(&user_id)
+                .map_err(|e| anyhow::anyhow!("stored user id {user_id:?}: {e}"))?,
             role,
         };
         self.keys.insert(hash, principal.clone()).await;
@@ -91,7 +94,10 @@ impl Service {
             reads,
             writer,
             admin_hash,
-            keys: Cache::builder().max_capacity(100_000).time_to_live(KEY_CACHE_TTL).build(),
+            keys: Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(KEY_CACHE_TTL)
+                .build(),
         }));
         if admin_hash.is_none() {
             bootstrap_admin_key(&app, &config.data_dir).await?;
@@ -135,7 +141,9 @@ pub async fn launch(
     let service = Service::start(&config).await?;
     let router = service.router();
     tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "reservoir is serving");
-    let served = axum::serve(listener, router).with_graceful_shutdown(shutdown).await;
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await;
     tracing::info!("stopped accepting requests; finishing writes");
     service.shutdown().await;
     served.context("the HTTP server failed")

@@ -7,7 +7,11 @@ use std::{net::SocketAddr, path::PathBuf};
 use clap::{Parser, ValueEnum};
 
 #[derive(Debug, Clone, Parser)]
-#[command(name = "reservoir", version, about = "Offline-first reservation service")]
+#[command(
+    name = "reservoir",
+    version,
+    about = "Offline-first reservation service"
+)]
 pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "RESERVOIR_LISTEN", default_value = "127.0.0.1:8080")]

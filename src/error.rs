@@ -79,9 +79,7 @@ impl AppError {
             AppError::Validation(_) => (422, "validation", "Invalid Request"),
             AppError::CapacityExceeded(_) => (409, "capacity-exceeded", "Capacity Exceeded"),
             AppError::Conflict(_) => (409, "conflict", "Conflict"),
-            AppError::PreconditionFailed(_) => {
-                (412, "precondition-failed", "Precondition Failed")
-            }
+            AppError::PreconditionFailed(_) => (412, "precondition-failed", "Precondition Failed"),
             AppError::IdempotencyKeyReused => {
                 (422, "idempotency-key-reused", "Idempotency Key Reused")
             }

@@ -21,7 +21,10 @@ async fn main() -> ExitCode {
     match launch(config, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!(error = format!("{error:#}"), "reservoir stopped with an error");
+            tracing::error!(
+                error = format!("{error:#}"),
+                "reservoir stopped with an error"
+            );
             ExitCode::FAILURE
         }
     }
@@ -30,14 +33,15 @@ async fn main() -> ExitCode {
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (docker stop, systemd).
 async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
-    let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(signal) => signal,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the service");
-            let _ = interrupt.await;
-            return;
-        }
-    };
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM; only Ctrl-C stops the service");
+                let _ = interrupt.await;
+                return;
+            }
+        };
     tokio::select! {
         _ = interrupt => {},
         _ = terminate.recv() => {},

@@ -67,7 +67,13 @@ impl LoadProfile {
 }
 
 /// Whether `size` more seats fit over [start, end) next to `holds`.
-pub fn fits(holds: impl IntoIterator<Item = Hold>, start: i64, end: i64, size: u32, capacity: u32) -> bool {
+pub fn fits(
+    holds: impl IntoIterator<Item = Hold>,
+    start: i64,
+    end: i64,
+    size: u32,
+    capacity: u32,
+) -> bool {
     let peak = LoadProfile::new(holds).peak(start, end);
     u64::from(peak) + u64::from(size) <= u64::from(capacity)
 }
@@ -136,7 +142,9 @@ mod tests {
         // Deterministic LCG so the test is reproducible without a rand crate.
         let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
         let mut next = |n: i64| {
-            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((seed >> 33) as i64).rem_euclid(n)
         };
         for _ in 0..200 {
@@ -150,7 +158,13 @@ mod tests {
             let start = next(60);
             let end = start + 1 + next(20);
             let brute = (start..end)
-                .map(|t| holds.iter().filter(|h| h.start <= t && t < h.end).map(|h| h.size).sum::<u32>())
+                .map(|t| {
+                    holds
+                        .iter()
+                        .filter(|h| h.start <= t && t < h.end)
+                        .map(|h| h.size)
+                        .sum::<u32>()
+                })
                 .max()
                 .unwrap_or(0);
             assert_eq!(profile.peak(start, end), brute);

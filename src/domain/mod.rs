@@ -7,5 +7,5 @@ pub mod reservation;
 pub mod resource;
 pub mod schedule;
 pub mod time;
-pub mod version;
 pub mod validation;
+pub mod version;

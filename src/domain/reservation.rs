@@ -142,7 +142,8 @@ impl NewReservation {
             f.error("ends_at", message);
         }
         f.finish()?;
-        let (Some(resource_id), Some(starts_at), Some(ends_at)) = (resource_id, starts_at, ends_at) else {
+        let (Some(resource_id), Some(starts_at), Some(ends_at)) = (resource_id, starts_at, ends_at)
+        else {
             unreachable!("finish() fails when a required field is missing");
         };
         Ok(NewReservation {
@@ -177,9 +178,9 @@ impl ReservationPatch {
     pub fn parse(body: Value) -> Result<ReservationPatch, Vec<FieldError>> {
         let mut f = Fields::new(body, "")?;
         let patch = ReservationPatch {
-            starts_at: f.optional("starts_at", instant),
-            ends_at: f.optional("ends_at", instant),
-            party_size: f.optional("party_size", party_size),
+            starts_at: f.present("starts_at", instant),
+            ends_at: f.present("ends_at", instant),
+            party_size: f.present("party_size", party_size),
             notes: f.patch("notes", notes),
             metadata: f.patch("metadata", metadata),
         };
@@ -200,7 +201,11 @@ impl ReservationPatch {
 impl Reservation {
     /// Applies a patch to a copy; `Err` carries 422 field errors when the
     /// merged times are invalid. Returns `None` when nothing would change.
-    pub fn patched(&self, patch: &ReservationPatch, now: Timestamp) -> Result<Option<Reservation>, Vec<FieldError>> {
+    pub fn patched(
+        &self,
+        patch: &ReservationPatch,
+        now: Timestamp,
+    ) -> Result<Option<Reservation>, Vec<FieldError>> {
         let mut next = self.clone();
         if let Some(start) = patch.starts_at {
             next.starts_at = start;
@@ -221,7 +226,8 @@ impl Reservation {
             Patch::Null => next.metadata = None,
             Patch::Set(metadata) => next.metadata = Some(metadata.clone()),
         }
-        check_span(next.starts_at, next.ends_at).map_err(|message| vec![FieldError::new("ends_at", message)])?;
+        check_span(next.starts_at, next.ends_at)
+            .map_err(|message| vec![FieldError::new("ends_at", message)])?;
         if next == *self {
             return Ok(None);
         }
@@ -262,9 +268,13 @@ fn notes(value: &Value) -> Result<String, String> {
 fn metadata(value: &Value) -> Result<Map<String, Value>, String> {
     match value {
         Value::Object(map) => {
-            let size = serde_json::to_vec(value).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
+            let size = serde_json::to_vec(value)
+                .map(|bytes| bytes.len())
+                .unwrap_or(usize::MAX);
             if size > MAX_METADATA_BYTES {
-                return Err(format!("must be at most {MAX_METADATA_BYTES} bytes as JSON"));
+                return Err(format!(
+                    "must be at most {MAX_METADATA_BYTES} bytes as JSON"
+                ));
             }
             Ok(map.clone())
         }
@@ -328,7 +338,10 @@ mod tests {
     fn metadata_is_bounded() {
         let mut big = body();
         big["metadata"] = json!({"blob": "x".repeat(MAX_METADATA_BYTES)});
-        assert_eq!(NewReservation::parse(big, "").unwrap_err()[0].field, "metadata");
+        assert_eq!(
+            NewReservation::parse(big, "").unwrap_err()[0].field,
+            "metadata"
+        );
     }
 
     #[test]
@@ -363,10 +376,16 @@ mod tests {
         };
         let same = ReservationPatch::parse(json!({"party_size": 1})).unwrap();
         assert_eq!(reservation.patched(&same, now).unwrap(), None);
-        let later = ReservationPatch::parse(json!({"ends_at": "2030-01-07T12:00:00+01:00", "notes": "hi"})).unwrap();
+        let later =
+            ReservationPatch::parse(json!({"ends_at": "2030-01-07T12:00:00+01:00", "notes": "hi"}))
+                .unwrap();
         let next = reservation.patched(&later, now).unwrap().unwrap();
         assert_eq!((next.version, next.notes.as_deref()), (2, Some("hi")));
-        let backwards = ReservationPatch::parse(json!({"ends_at": "2030-01-07T08:00:00Z"})).unwrap();
-        assert_eq!(reservation.patched(&backwards, now).unwrap_err()[0].field, "ends_at");
+        let backwards =
+            ReservationPatch::parse(json!({"ends_at": "2030-01-07T08:00:00Z"})).unwrap();
+        assert_eq!(
+            reservation.patched(&backwards, now).unwrap_err()[0].field,
+            "ends_at"
+        );
     }
 }

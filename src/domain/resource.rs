@@ -58,9 +58,13 @@ impl NewResource {
         let id = f.optional("id", uuid);
         let name = f.required("name", name);
         let capacity = f.optional("capacity", capacity).unwrap_or(1);
-        let timezone = f.optional("timezone", timezone).unwrap_or_else(|| "UTC".to_owned());
+        let timezone = f
+            .optional("timezone", timezone)
+            .unwrap_or_else(|| "UTC".to_owned());
         let slot_minutes = f.optional("slot_minutes", slot_minutes).unwrap_or(30);
-        let opening_hours = f.optional_with("opening_hours", OpeningHours::from_json).flatten();
+        let opening_hours = f
+            .optional_with("opening_hours", OpeningHours::from_json)
+            .flatten();
         f.finish()?;
         Ok(NewResource {
             id,
@@ -77,10 +81,10 @@ impl ResourcePatch {
     pub fn parse(body: Value) -> Result<ResourcePatch, Vec<FieldError>> {
         let mut f = Fields::new(body, "")?;
         let patch = ResourcePatch {
-            name: f.optional("name", name),
-            capacity: f.optional("capacity", capacity),
-            timezone: f.optional("timezone", timezone),
-            slot_minutes: f.optional("slot_minutes", slot_minutes),
+            name: f.present("name", name),
+            capacity: f.present("capacity", capacity),
+            timezone: f.present("timezone", timezone),
+            slot_minutes: f.present("slot_minutes", slot_minutes),
             opening_hours: match f.patch_with("opening_hours", OpeningHours::from_json) {
                 // `[]` parses to None: the same as clearing.
                 Patch::Set(None) => Patch::Null,
@@ -211,7 +215,10 @@ mod tests {
         }))
         .unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(fields, ["name", "capacity", "timezone", "slot_minutes", "colour"]);
+        assert_eq!(
+            fields,
+            ["name", "capacity", "timezone", "slot_minutes", "colour"]
+        );
         assert!(NewResource::parse(json!({"name": "x", "slot_minutes": 1441})).is_err());
         assert!(NewResource::parse(json!({"name": "x", "id": "nope"})).is_err());
     }
@@ -222,7 +229,10 @@ mod tests {
             NewResource::parse(json!({"name": "Room"})).unwrap(),
             Timestamp::UNIX_EPOCH,
         );
-        assert!(!resource.apply(ResourcePatch::parse(json!({"name": "Room"})).unwrap(), Timestamp::now()));
+        assert!(!resource.apply(
+            ResourcePatch::parse(json!({"name": "Room"})).unwrap(),
+            Timestamp::now()
+        ));
         assert_eq!(resource.version, 1);
         assert!(resource.apply(
             ResourcePatch::parse(json!({"capacity": 4, "timezone": "Europe/Berlin"})).unwrap(),

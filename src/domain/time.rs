@@ -25,7 +25,9 @@ pub fn parse_instant(text: &str) -> Result<Timestamp, String> {
     })?;
     let year = ts.to_zoned(jiff::tz::TimeZone::UTC).year();
     if !(MIN_YEAR..=MAX_YEAR).contains(&year) {
-        return Err(format!("must be between the years {MIN_YEAR} and {MAX_YEAR}"));
+        return Err(format!(
+            "must be between the years {MIN_YEAR} and {MAX_YEAR}"
+        ));
     }
     Ok(from_micros(micros(ts)))
 }
@@ -34,7 +36,10 @@ pub fn parse_instant(text: &str) -> Result<Timestamp, String> {
 pub fn instant(value: &Value) -> Result<Timestamp, String> {
     match value {
         Value::String(text) => parse_instant(text),
-        other => Err(format!("must be an RFC 3339 string, not {}", json_kind(other))),
+        other => Err(format!(
+            "must be an RFC 3339 string, not {}",
+            json_kind(other)
+        )),
     }
 }
 

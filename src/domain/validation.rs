@@ -76,21 +76,53 @@ impl Fields {
     }
 
     /// A field that must be present and non-null.
-    pub fn required<T>(&mut self, name: &str, parse: impl FnOnce(&Value) -> Result<T, String>) -> Option<T> {
+    pub fn required<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Option<T> {
         self.required_with(name, |value, path| {
             parse(value).map_err(|message| vec![FieldError::new(path, message)])
         })
     }
 
     /// A field that may be absent or `null`.
-    pub fn optional<T>(&mut self, name: &str, parse: impl FnOnce(&Value) -> Result<T, String>) -> Option<T> {
+    pub fn optional<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Option<T> {
         self.optional_with(name, |value, path| {
             parse(value).map_err(|message| vec![FieldError::new(path, message)])
         })
     }
 
+    /// A PATCH field that can be changed but not cleared: absent → `None`,
+    /// `null` → an error, a value → parsed.
+    pub fn present<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Option<T> {
+        match self.patch(name, parse) {
+            Patch::Set(value) => Some(value),
+            Patch::Absent => None,
+            Patch::Null => {
+                self.error(
+                    name,
+                    "must not be null; omit the field to leave it unchanged",
+                );
+                None
+            }
+        }
+    }
+
     /// A PATCH field: absent, `null`, or a value to set.
-    pub fn patch<T>(&mut self, name: &str, parse: impl FnOnce(&Value) -> Result<T, String>) -> Patch<T> {
+    pub fn patch<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&Value) -> Result<T, String>,
+    ) -> Patch<T> {
         self.patch_with(name, |value, path| {
             parse(value).map_err(|message| vec![FieldError::new(path, message)])
         })
@@ -160,7 +192,11 @@ impl Fields {
             let path = self.path(&name);
             self.errors.push(FieldError::new(path, "unknown field"));
         }
-        if self.errors.is_empty() { Ok(()) } else { Err(self.errors) }
+        if self.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(self.errors)
+        }
     }
 
     fn run<T>(
@@ -201,12 +237,22 @@ pub fn string(value: &Value) -> Result<&str, String> {
 
 /// Parses a JSON integer within `range`.
 pub fn integer(value: &Value, range: std::ops::RangeInclusive<i64>) -> Result<i64, String> {
-    let out_of_range = || format!("must be an integer from {} to {}", range.start(), range.end());
+    let out_of_range = || {
+        format!(
+            "must be an integer from {} to {}",
+            range.start(),
+            range.end()
+        )
+    };
     let n = match value {
         Value::Number(n) => n.as_i64().ok_or_else(out_of_range)?,
         other => return Err(format!("must be an integer, not {}", json_kind(other))),
     };
-    if range.contains(&n) { Ok(n) } else { Err(out_of_range()) }
+    if range.contains(&n) {
+        Ok(n)
+    } else {
+        Err(out_of_range())
+    }
 }
 
 #[cfg(test)]
@@ -231,10 +277,25 @@ mod tests {
     fn nested_paths_and_patch_states() {
         let mut f = Fields::new(json!({"n": null, "s": "v"}), "items[2]").unwrap();
         assert_eq!(f.patch("n", |v| string(v).map(str::to_owned)), Patch::Null);
-        assert_eq!(f.patch("s", |v| string(v).map(str::to_owned)), Patch::Set("v".into()));
-        assert_eq!(f.patch("m", |v| string(v).map(str::to_owned)), Patch::Absent);
+        assert_eq!(
+            f.patch("s", |v| string(v).map(str::to_owned)),
+            Patch::Set("v".into())
+        );
+        assert_eq!(
+            f.patch("m", |v| string(v).map(str::to_owned)),
+            Patch::Absent
+        );
         f.error("x", "bad");
         assert_eq!(f.finish().unwrap_err()[0].field, "items[2].x");
+    }
+
+    #[test]
+    fn present_fields_reject_null() {
+        let mut f = Fields::new(json!({"a": null, "b": 2}), "").unwrap();
+        assert_eq!(f.present("a", |v| integer(v, 0..=9)), None);
+        assert_eq!(f.present("b", |v| integer(v, 0..=9)), Some(2));
+        assert_eq!(f.present("c", |v| integer(v, 0..=9)), None);
+        assert_eq!(f.finish().unwrap_err()[0].field, "a");
     }
 
     #[test]

@@ -38,7 +38,10 @@ impl FromRequestParts<App> for Auth {
             })
             .filter(|token| !token.is_empty() && token.len() <= 256)
             .ok_or(AppError::Unauthorized)?;
-        app.authenticate(token).await?.map(Auth).ok_or(AppError::Unauthorized)
+        app.authenticate(token)
+            .await?
+            .map(Auth)
+            .ok_or(AppError::Unauthorized)
     }
 }
 
@@ -47,7 +50,9 @@ impl Auth {
         if self.0.is_admin() {
             Ok(())
         } else {
-            Err(AppError::Forbidden("this endpoint requires an admin key".into()))
+            Err(AppError::Forbidden(
+                "this endpoint requires an admin key".into(),
+            ))
         }
     }
 }
@@ -63,23 +68,37 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
             .headers()
             .get(header::CONTENT_TYPE)
             .and_then(|value| value.to_str().ok())
-            .map(|value| value.split(';').next().unwrap_or("").trim().to_ascii_lowercase())
-            .is_some_and(|mime| mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")));
+            .map(|value| {
+                value
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            })
+            .is_some_and(|mime| {
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            });
         if !json {
             return Err(AppError::UnsupportedMediaType(
                 "the request body must be JSON with `Content-Type: application/json`".into(),
             ));
         }
-        let bytes = Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge(super::BODY_LIMIT)
-            } else {
-                AppError::MalformedJson(format!("cannot read the request body: {rejection}"))
-            }
-        })?;
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::PayloadTooLarge(super::BODY_LIMIT)
+                } else {
+                    AppError::MalformedJson(format!("cannot read the request body: {rejection}"))
+                }
+            })?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
-            .map_err(|error| AppError::MalformedJson(format!("the request body is not valid JSON: {error}")))
+            .map_err(|error| {
+                AppError::MalformedJson(format!("the request body is not valid JSON: {error}"))
+            })
     }
 }
 
@@ -94,7 +113,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
         let mut map = Map::new();
         let mut errors = Vec::new();
         for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
-            if map.insert(name.to_string(), Value::String(value.into_owned())).is_some() {
+            if map
+                .insert(name.to_string(), Value::String(value.into_owned()))
+                .is_some()
+            {
                 errors.push(FieldError::new(name, "must be given at most once"));
             }
         }
@@ -157,8 +179,13 @@ pub fn idempotency(
     let key = value
         .to_str()
         .ok()
-        .filter(|key| (1..=255).contains(&key.len()) && key.bytes().all(|b| (0x20..=0x7e).contains(&b)))
-        .ok_or_else(|| AppError::validation("Idempotency-Key", "must be 1 to 255 printable ASCII characters"))?;
+        .filter(|key| (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            AppError::validation(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters (no spaces)",
+            )
+        })?;
     let mut digest = Sha256::new();
     digest.update(method.as_bytes());
     digest.update(b" ");

@@ -11,7 +11,11 @@ pub mod resources;
 
 use std::any::Any;
 
-use axum::{Router, extract::DefaultBodyLimit, response::{IntoResponse, Response}};
+use axum::{
+    Router,
+    extract::DefaultBodyLimit,
+    response::{IntoResponse, Response},
+};
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
 
 use crate::{App, error::AppError};

@@ -25,8 +25,15 @@ impl<T> Page<T> {
     pub fn from_rows(mut rows: Vec<T>, limit: u32, cursor_of: impl Fn(&T) -> String) -> Page<T> {
         let more = rows.len() > limit as usize;
         rows.truncate(limit as usize);
-        let next_cursor = if more { rows.last().map(cursor_of) } else { None };
-        Page { items: rows, next_cursor }
+        let next_cursor = if more {
+            rows.last().map(cursor_of)
+        } else {
+            None
+        };
+        Page {
+            items: rows,
+            next_cursor,
+        }
     }
 }
 
@@ -49,7 +56,9 @@ pub fn encode_reservation_cursor(cursor: &ReservationCursor) -> String {
 
 pub fn reservation_cursor(value: &Value) -> Result<ReservationCursor, String> {
     let invalid = || "is not a cursor returned by this list".to_owned();
-    let bytes = URL_SAFE_NO_PAD.decode(string(value)?).map_err(|_| invalid())?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(string(value)?)
+        .map_err(|_| invalid())?;
     let text = String::from_utf8(bytes).map_err(|_| invalid())?;
     let (starts_at, id) = text.split_once('|').ok_or_else(invalid)?;
     Ok(ReservationCursor {
@@ -64,7 +73,9 @@ pub fn encode_id_cursor(id: Uuid) -> String {
 
 pub fn id_cursor(value: &Value) -> Result<Uuid, String> {
     let invalid = || "is not a cursor returned by this list".to_owned();
-    let bytes = URL_SAFE_NO_PAD.decode(string(value)?).map_err(|_| invalid())?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(string(value)?)
+        .map_err(|_| invalid())?;
     Uuid::from_slice(&bytes).map_err(|_| invalid())
 }
 
@@ -91,7 +102,10 @@ mod tests {
     #[test]
     fn pages_know_when_there_is_more() {
         let page = Page::from_rows(vec![1, 2, 3], 2, |n| n.to_string());
-        assert_eq!((page.items, page.next_cursor), (vec![1, 2], Some("2".into())));
+        assert_eq!(
+            (page.items, page.next_cursor),
+            (vec![1, 2], Some("2".into()))
+        );
         let page = Page::from_rows(vec![1, 2], 2, |n| n.to_string());
         assert_eq!(page.next_cursor, None);
     }

@@ -82,15 +82,30 @@ fn status_of(change: Change) -> u16 {
 pub fn reservation_response(reservation: &Reservation, change: Change) -> StoredResponse {
     let location = (change == Change::Created || change == Change::Replayed)
         .then(|| format!("/v1/reservations/{}", reservation.id));
-    json_response(status_of(change), reservation, location, Some(etag(reservation.version)))
+    json_response(
+        status_of(change),
+        reservation,
+        location,
+        Some(etag(reservation.version)),
+    )
 }
 
 pub fn resource_response(resource: &Resource, change: Change) -> StoredResponse {
     let location = (change == Change::Created).then(|| format!("/v1/resources/{}", resource.id));
-    json_response(status_of(change), resource, location, Some(etag(resource.version)))
+    json_response(
+        status_of(change),
+        resource,
+        location,
+        Some(etag(resource.version)),
+    )
 }
 
-fn json_response(status: u16, body: &impl Serialize, location: Option<String>, etag: Option<String>) -> StoredResponse {
+fn json_response(
+    status: u16,
+    body: &impl Serialize,
+    location: Option<String>,
+    etag: Option<String>,
+) -> StoredResponse {
     StoredResponse {
         status,
         location,

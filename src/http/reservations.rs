@@ -42,14 +42,42 @@ pub fn router() -> Router<App> {
         .route("/v1/reservations/{id}/cancel", post(cancel))
 }
 
-async fn create(State(app): State<App>, Auth(principal): Auth, headers: HeaderMap, JsonBody(body): JsonBody) -> Result<Response, AppError> {
-    let idem = idempotency(&headers, &principal, "POST", "/v1/reservations", Some(&body), render::remember)?;
+async fn create(
+    State(app): State<App>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
+    let idem = idempotency(
+        &headers,
+        &principal,
+        "POST",
+        "/v1/reservations",
+        Some(&body),
+        render::remember,
+    )?;
     let booking = authorize(&principal, NewReservation::parse(body, "")?)?;
-    Ok(render::respond(app.writer.submit(Op::CreateReservation(booking), idem).await))
+    Ok(render::respond(
+        app.writer
+            .submit(Op::CreateReservation(booking), idem)
+            .await,
+    ))
 }
 
-async fn batch(State(app): State<App>, Auth(principal): Auth, headers: HeaderMap, JsonBody(body): JsonBody) -> Result<Response, AppError> {
-    let idem = idempotency(&headers, &principal, "POST", "/v1/reservations/batch", Some(&body), render::remember)?;
+async fn batch(
+    State(app): State<App>,
+    Auth(principal): Auth,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
+    let idem = idempotency(
+        &headers,
+        &principal,
+        "POST",
+        "/v1/reservations/batch",
+        Some(&body),
+        render::remember,
+    )?;
     let mut f = Fields::new(body, "")?;
     let items = f.required("reservations", |value| match value {
         Value::Array(items) if items.len() <= MAX_BATCH => Ok(items.clone()),
@@ -67,7 +95,11 @@ async fn batch(State(app): State<App>, Auth(principal): Auth, headers: HeaderMap
                 .and_then(|new| authorize(&principal, new))
         })
         .collect();
-    Ok(render::respond(app.writer.submit(Op::CreateReservations(bookings), idem).await))
+    Ok(render::respond(
+        app.writer
+            .submit(Op::CreateReservations(bookings), idem)
+            .await,
+    ))
 }
 
 async fn update(
@@ -78,7 +110,14 @@ async fn update(
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
     let path = format!("/v1/reservations/{id}");
-    let idem = idempotency(&headers, &principal, "PATCH", &path, Some(&body), render::remember)?;
+    let idem = idempotency(
+        &headers,
+        &principal,
+        "PATCH",
+        &path,
+        Some(&body),
+        render::remember,
+    )?;
     let patch = ReservationPatch::parse(body)?;
     let op = Op::UpdateReservation {
         principal,
@@ -89,7 +128,12 @@ async fn update(
     Ok(render::respond(app.writer.submit(op, idem).await))
 }
 
-async fn cancel(State(app): State<App>, Auth(principal): Auth, PathId(id): PathId, headers: HeaderMap) -> Result<Response, AppError> {
+async fn cancel(
+    State(app): State<App>,
+    Auth(principal): Auth,
+    PathId(id): PathId,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let path = format!("/v1/reservations/{id}/cancel");
     let idem = idempotency(&headers, &principal, "POST", &path, None, render::remember)?;
     let op = Op::CancelReservation {
@@ -100,7 +144,12 @@ async fn cancel(State(app): State<App>, Auth(principal): Auth, PathId(id): PathI
     Ok(render::respond(app.writer.submit(op, idem).await))
 }
 
-async fn read(State(app): State<App>, Auth(principal): Auth, PathId(id): PathId, headers: HeaderMap) -> Result<Response, AppError> {
+async fn read(
+    State(app): State<App>,
+    Auth(principal): Auth,
+    PathId(id): PathId,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let reservation = app
         .reads
         .reservation(id)
@@ -113,10 +162,16 @@ async fn read(State(app): State<App>, Auth(principal): Auth, PathId(id): PathId,
     Ok(render::entity(&reservation, reservation.version))
 }
 
-async fn list(State(app): State<App>, Auth(principal): Auth, Query(mut query): Query) -> Result<Json<Page<Reservation>>, AppError> {
+async fn list(
+    State(app): State<App>,
+    Auth(principal): Auth,
+    Query(mut query): Query,
+) -> Result<Json<Page<Reservation>>, AppError> {
     let mut filter = ReservationFilter {
         resource_id: query.optional("resource_id", uuid),
-        user_id: query.optional("user_id", UserId::from_json).map(UserId::into_string),
+        user_id: query
+            .optional("user_id", UserId::from_json)
+            .map(UserId::into_string),
         status: query.optional("status", Status::from_json),
         from: query.optional("from", instant_str),
         to: query.optional("to", instant_str),
@@ -141,7 +196,10 @@ async fn list(State(app): State<App>, Auth(principal): Auth, Query(mut query): Q
             _ => filter.user_id = Some(principal.user_id.as_str().to_owned()),
         }
     }
-    let rows = app.reads.list_reservations(&filter, after.as_ref(), limit + 1).await?;
+    let rows = app
+        .reads
+        .list_reservations(&filter, after.as_ref(), limit + 1)
+        .await?;
     Ok(Json(Page::from_rows(rows, limit, |r| {
         encode_reservation_cursor(&ReservationCursor {
             starts_at: micros(r.starts_at),
@@ -163,4 +221,3 @@ fn authorize(principal: &Principal, mut new: NewReservation) -> Result<Booking, 
     };
     Ok(Booking { new, user_id })
 }
-

@@ -1,12 +1,6 @@
 //! Resources and their availability: `/v1/resources...`.
 
-use axum::{
-    Json, Router,
-    extract::State,
-    http::HeaderMap,
-    response::Response,
-    routing::get,
-};
+use axum::{Json, Router, extract::State, http::HeaderMap, response::Response, routing::get};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
@@ -40,11 +34,25 @@ pub fn router() -> Router<App> {
         .route("/v1/resources/{id}/availability", get(availability))
 }
 
-async fn create(State(app): State<App>, auth: Auth, headers: HeaderMap, JsonBody(body): JsonBody) -> Result<Response, AppError> {
+async fn create(
+    State(app): State<App>,
+    auth: Auth,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, AppError> {
     auth.require_admin()?;
-    let idem = idempotency(&headers, &auth.0, "POST", "/v1/resources", Some(&body), render::remember)?;
+    let idem = idempotency(
+        &headers,
+        &auth.0,
+        "POST",
+        "/v1/resources",
+        Some(&body),
+        render::remember,
+    )?;
     let new = NewResource::parse(body)?;
-    Ok(render::respond(app.writer.submit(Op::CreateResource(new), idem).await))
+    Ok(render::respond(
+        app.writer.submit(Op::CreateResource(new), idem).await,
+    ))
 }
 
 async fn update(
@@ -56,7 +64,14 @@ async fn update(
 ) -> Result<Response, AppError> {
     auth.require_admin()?;
     let path = format!("/v1/resources/{id}");
-    let idem = idempotency(&headers, &auth.0, "PATCH", &path, Some(&body), render::remember)?;
+    let idem = idempotency(
+        &headers,
+        &auth.0,
+        "PATCH",
+        &path,
+        Some(&body),
+        render::remember,
+    )?;
     let patch = ResourcePatch::parse(body)?;
     let op = Op::UpdateResource {
         id,
@@ -66,7 +81,12 @@ async fn update(
     Ok(render::respond(app.writer.submit(op, idem).await))
 }
 
-async fn read(State(app): State<App>, _: Auth, PathId(id): PathId, headers: HeaderMap) -> Result<Response, AppError> {
+async fn read(
+    State(app): State<App>,
+    _: Auth,
+    PathId(id): PathId,
+    headers: HeaderMap,
+) -> Result<Response, AppError> {
     let resource = find(&app, id).await?;
     if not_modified(&headers, resource.version) {
         return Ok(render::not_modified(resource.version));
@@ -74,12 +94,18 @@ async fn read(State(app): State<App>, _: Auth, PathId(id): PathId, headers: Head
     Ok(render::entity(&resource, resource.version))
 }
 
-async fn list(State(app): State<App>, _: Auth, Query(mut query): Query) -> Result<Json<Page<Resource>>, AppError> {
+async fn list(
+    State(app): State<App>,
+    _: Auth,
+    Query(mut query): Query,
+) -> Result<Json<Page<Resource>>, AppError> {
     let limit = limit(&mut query);
     let after = query.optional("cursor", id_cursor);
     query.finish()?;
     let rows = app.reads.list_resources(after, limit + 1).await?;
-    Ok(Json(Page::from_rows(rows, limit, |r| encode_id_cursor(r.id))))
+    Ok(Json(Page::from_rows(rows, limit, |r| {
+        encode_id_cursor(r.id)
+    })))
 }
 
 #[derive(Debug, Serialize)]
@@ -127,18 +153,24 @@ async fn availability(
     };
     let resource = find(&app, id).await?;
     let profile = LoadProfile::new(app.reads.holds(id, micros(from), micros(to)).await?);
-    let slots = slots(resource.opening_hours.as_ref(), &resource.tz, resource.slot_minutes, from, to)
-        .into_iter()
-        .filter_map(|slot| {
-            let taken = profile.peak(micros(slot.start), micros(slot.end));
-            let remaining = resource.capacity.saturating_sub(taken);
-            (remaining >= party_size).then_some(Slot {
-                starts_at: slot.start,
-                ends_at: slot.end,
-                remaining,
-            })
+    let slots = slots(
+        resource.opening_hours.as_ref(),
+        &resource.tz,
+        resource.slot_minutes,
+        from,
+        to,
+    )
+    .into_iter()
+    .filter_map(|slot| {
+        let taken = profile.peak(micros(slot.start), micros(slot.end));
+        let remaining = resource.capacity.saturating_sub(taken);
+        (remaining >= party_size).then_some(Slot {
+            starts_at: slot.start,
+            ends_at: slot.end,
+            remaining,
         })
-        .collect();
+    })
+    .collect();
     Ok(Json(Availability {
         resource_id: resource.id,
         timezone: resource.timezone,

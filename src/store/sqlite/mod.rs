@@ -13,7 +13,10 @@ use std::{str::FromStr, time::Duration};
 use anyhow::Context;
 use sqlx::{
     ConnectOptions, Connection,
-    sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+    sqlite::{
+        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
+        SqliteSynchronous,
+    },
 };
 
 use crate::config::{Config, Synchronous};

@@ -28,16 +28,28 @@ mod tests {
 
     async fn plan(pool: &SqlitePool, mut q: sqlx::QueryBuilder<'_, sqlx::Sqlite>) -> String {
         let rows: Vec<(i64, i64, i64, String)> = q.build_query_as().fetch_all(pool).await.unwrap();
-        rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join(" / ")
+        rows.into_iter()
+            .map(|r| r.3)
+            .collect::<Vec<_>>()
+            .join(" / ")
     }
 
     fn assert_indexed(plan: &str, index: &str) {
-        assert!(plan.contains(&format!("USING INDEX {index}")) || plan.contains(&format!("USING COVERING INDEX {index}")),
-            "expected {index} in plan: {plan}");
+        assert!(
+            plan.contains(&format!("USING INDEX {index}"))
+                || plan.contains(&format!("USING COVERING INDEX {index}")),
+            "expected {index} in plan: {plan}"
+        );
         // An unfiltered first page walks the ordered index and stops at LIMIT;
         // anything else must SEARCH (seek) rather than SCAN.
-        assert!(!plan.contains("SCAN reservations") || plan.contains("SCAN reservations USING"), "full scan in plan: {plan}");
-        assert!(!plan.contains("USE TEMP B-TREE FOR ORDER BY"), "sort step in plan: {plan}");
+        assert!(
+            !plan.contains("SCAN reservations") || plan.contains("SCAN reservations USING"),
+            "full scan in plan: {plan}"
+        );
+        assert!(
+            !plan.contains("USE TEMP B-TREE FOR ORDER BY"),
+            "sort step in plan: {plan}"
+        );
     }
 
     #[tokio::test]
@@ -52,25 +64,67 @@ mod tests {
             .fetch_all(&pool)
             .await
             .unwrap();
-        let plan = rows.into_iter().map(|r| r.3).collect::<Vec<_>>().join(" / ");
-        assert!(plan.contains("USING COVERING INDEX reservations_holds"), "{plan}");
+        let plan = rows
+            .into_iter()
+            .map(|r| r.3)
+            .collect::<Vec<_>>()
+            .join(" / ");
+        assert!(
+            plan.contains("USING COVERING INDEX reservations_holds"),
+            "{plan}"
+        );
     }
 
     #[tokio::test]
     async fn every_list_filter_uses_an_ordered_index() {
         let (_dir, pool) = pool().await;
         let t: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
-        let cursor = ReservationCursor { starts_at: 1, id: Uuid::nil() };
+        let cursor = ReservationCursor {
+            starts_at: 1,
+            id: Uuid::nil(),
+        };
         let cases = [
             (ReservationFilter::default(), "reservations_by_start"),
-            (ReservationFilter { from: Some(t), to: Some(t), ..Default::default() }, "reservations_by_start"),
-            (ReservationFilter { resource_id: Some(Uuid::nil()), ..Default::default() }, "reservations_by_resource"),
             (
-                ReservationFilter { resource_id: Some(Uuid::nil()), status: Some(Status::Confirmed), from: Some(t), to: Some(t), ..Default::default() },
+                ReservationFilter {
+                    from: Some(t),
+                    to: Some(t),
+                    ..Default::default()
+                },
+                "reservations_by_start",
+            ),
+            (
+                ReservationFilter {
+                    resource_id: Some(Uuid::nil()),
+                    ..Default::default()
+                },
                 "reservations_by_resource",
             ),
-            (ReservationFilter { user_id: Some("alice".into()), ..Default::default() }, "reservations_by_user"),
-            (ReservationFilter { user_id: Some("alice".into()), from: Some(t), ..Default::default() }, "reservations_by_user"),
+            (
+                ReservationFilter {
+                    resource_id: Some(Uuid::nil()),
+                    status: Some(Status::Confirmed),
+                    from: Some(t),
+                    to: Some(t),
+                    ..Default::default()
+                },
+                "reservations_by_resource",
+            ),
+            (
+                ReservationFilter {
+                    user_id: Some("alice".into()),
+                    ..Default::default()
+                },
+                "reservations_by_user",
+            ),
+            (
+                ReservationFilter {
+                    user_id: Some("alice".into()),
+                    from: Some(t),
+                    ..Default::default()
+                },
+                "reservations_by_user",
+            ),
         ];
         for (filter, index) in &cases {
             for after in [None, Some(&cursor)] {

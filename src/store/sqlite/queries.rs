@@ -6,10 +6,7 @@ use uuid::Uuid;
 
 use super::rows::{RESERVATION_COLUMNS, RESOURCE_COLUMNS, ReservationRow, ResourceRow};
 use crate::domain::{
-    capacity::Hold,
-    reservation::Reservation,
-    resource::Resource,
-    time::MAX_RESERVATION_MICROS,
+    capacity::Hold, reservation::Reservation, resource::Resource, time::MAX_RESERVATION_MICROS,
 };
 
 pub(crate) const HOLDS: &str = "SELECT starts_at, ends_at, party_size FROM reservations \
@@ -28,13 +25,13 @@ pub async fn holds<'e>(
     exclude: Option<Uuid>,
 ) -> sqlx::Result<Vec<Hold>> {
     let rows: Vec<(i64, i64, i64)> = query_as(HOLDS)
-    .bind(resource_id.hyphenated().to_string())
-    .bind(start)
-    .bind(end)
-    .bind(MAX_RESERVATION_MICROS)
-    .bind(exclude.map(|id| id.hyphenated().to_string()))
-    .fetch_all(db)
-    .await?;
+        .bind(resource_id.hyphenated().to_string())
+        .bind(start)
+        .bind(end)
+        .bind(MAX_RESERVATION_MICROS)
+        .bind(exclude.map(|id| id.hyphenated().to_string()))
+        .fetch_all(db)
+        .await?;
     Ok(rows
         .into_iter()
         .map(|(start, end, size)| Hold {
@@ -45,19 +42,28 @@ pub async fn holds<'e>(
         .collect())
 }
 
-pub async fn reservation<'e>(db: impl SqliteExecutor<'e>, id: Uuid) -> anyhow::Result<Option<Reservation>> {
-    let row: Option<ReservationRow> =
-        query_as(&format!("SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = ?1"))
-            .bind(id.hyphenated().to_string())
-            .fetch_optional(db)
-            .await?;
+pub async fn reservation<'e>(
+    db: impl SqliteExecutor<'e>,
+    id: Uuid,
+) -> anyhow::Result<Option<Reservation>> {
+    let row: Option<ReservationRow> = query_as(&format!(
+        "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id = ?1"
+    ))
+    .bind(id.hyphenated().to_string())
+    .fetch_optional(db)
+    .await?;
     row.map(Reservation::try_from).transpose()
 }
 
-pub async fn resource<'e>(db: impl SqliteExecutor<'e>, id: Uuid) -> anyhow::Result<Option<Resource>> {
-    let row: Option<ResourceRow> = query_as(&format!("SELECT {RESOURCE_COLUMNS} FROM resources WHERE id = ?1"))
-        .bind(id.hyphenated().to_string())
-        .fetch_optional(db)
-        .await?;
+pub async fn resource<'e>(
+    db: impl SqliteExecutor<'e>,
+    id: Uuid,
+) -> anyhow::Result<Option<Resource>> {
+    let row: Option<ResourceRow> = query_as(&format!(
+        "SELECT {RESOURCE_COLUMNS} FROM resources WHERE id = ?1"
+    ))
+    .bind(id.hyphenated().to_string())
+    .fetch_optional(db)
+    .await?;
     row.map(Resource::try_from).transpose()
 }

@@ -56,7 +56,9 @@ impl Reads {
     }
 
     pub async fn ping(&self) -> AppResult<()> {
-        query_scalar::<_, i64>("SELECT 1").fetch_one(&self.pool).await?;
+        query_scalar::<_, i64>("SELECT 1")
+            .fetch_one(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -73,10 +75,11 @@ impl Reads {
     }
 
     pub async fn api_key(&self, hash: &KeyHash) -> AppResult<Option<(String, Role)>> {
-        let row: Option<(String, String)> = query_as("SELECT user_id, role FROM api_keys WHERE hash = ?1")
-            .bind(&hash[..])
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(String, String)> =
+            query_as("SELECT user_id, role FROM api_keys WHERE hash = ?1")
+                .bind(&hash[..])
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.and_then(|(user, role)| Role::parse(&role).map(|role| (user, role))))
     }
 
@@ -91,19 +94,33 @@ impl Reads {
             .build_query_as()
             .fetch_all(&self.pool)
             .await?;
-        Ok(rows.into_iter().map(Reservation::try_from).collect::<Result<_, _>>()?)
+        Ok(rows
+            .into_iter()
+            .map(Reservation::try_from)
+            .collect::<Result<_, _>>()?)
     }
 
     /// One page of resources in id order (UUIDv7 ids: creation order).
-    pub async fn list_resources(&self, after: Option<Uuid>, limit: u32) -> AppResult<Vec<Resource>> {
+    pub async fn list_resources(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> AppResult<Vec<Resource>> {
         let rows: Vec<ResourceRow> = query_as(&format!(
             "SELECT {RESOURCE_COLUMNS} FROM resources WHERE id > ?1 ORDER BY id LIMIT ?2"
         ))
-        .bind(after.map(|id| id.hyphenated().to_string()).unwrap_or_default())
+        .bind(
+            after
+                .map(|id| id.hyphenated().to_string())
+                .unwrap_or_default(),
+        )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(Resource::try_from).collect::<Result<_, _>>()?)
+        Ok(rows
+            .into_iter()
+            .map(Resource::try_from)
+            .collect::<Result<_, _>>()?)
     }
 }
 
@@ -116,10 +133,12 @@ pub(crate) fn list_query<'a>(
     after: Option<&ReservationCursor>,
     limit: u32,
 ) -> QueryBuilder<'a, Sqlite> {
-    let mut q: QueryBuilder<Sqlite> =
-        QueryBuilder::new(format!("{prefix}SELECT {RESERVATION_COLUMNS} FROM reservations WHERE 1=1"));
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+        "{prefix}SELECT {RESERVATION_COLUMNS} FROM reservations WHERE 1=1"
+    ));
     if let Some(resource_id) = filter.resource_id {
-        q.push(" AND resource_id = ").push_bind(resource_id.hyphenated().to_string());
+        q.push(" AND resource_id = ")
+            .push_bind(resource_id.hyphenated().to_string());
     }
     if let Some(user_id) = &filter.user_id {
         q.push(" AND user_id = ").push_bind(user_id.as_str());
@@ -135,7 +154,9 @@ pub(crate) fn list_query<'a>(
     // overlaps `from` starts a week or more before it (none is longer), and a
     // later page starts at its cursor.
     let lower = [
-        filter.from.map(|from| micros(from) - MAX_RESERVATION_MICROS + 1),
+        filter
+            .from
+            .map(|from| micros(from) - MAX_RESERVATION_MICROS + 1),
         after.map(|cursor| cursor.starts_at),
     ]
     .into_iter()
@@ -154,6 +175,7 @@ pub(crate) fn list_query<'a>(
             .push_bind(cursor.id.hyphenated().to_string())
             .push(")");
     }
-    q.push(" ORDER BY starts_at, id LIMIT ").push_bind(i64::from(limit));
+    q.push(" ORDER BY starts_at, id LIMIT ")
+        .push_bind(i64::from(limit));
     q
 }

@@ -44,7 +44,8 @@ impl TryFrom<ReservationRow> for Reservation {
             starts_at: from_micros(row.starts_at),
             ends_at: from_micros(row.ends_at),
             party_size: u32::try_from(row.party_size)?,
-            status: Status::parse(&row.status).ok_or_else(|| anyhow::anyhow!("bad status {}", row.status))?,
+            status: Status::parse(&row.status)
+                .ok_or_else(|| anyhow::anyhow!("bad status {}", row.status))?,
             version: row.version,
             sync_state: SyncState::parse(&row.sync_state)
                 .ok_or_else(|| anyhow::anyhow!("bad sync_state {}", row.sync_state))?,
@@ -121,8 +122,10 @@ pub fn reservation_json(reservation: &Reservation, request_hash: &[u8; 32]) -> V
 
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
-        let _ = write!(out, "{b:02x}");
-        out
-    })
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut out, b| {
+            let _ = write!(out, "{b:02x}");
+            out
+        })
 }

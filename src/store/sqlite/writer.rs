@@ -85,7 +85,9 @@ pub enum Op {
         if_match: Option<VersionMatch>,
     },
     /// Forget idempotency records older than this instant (microseconds).
-    PurgeIdempotency { before: i64 },
+    PurgeIdempotency {
+        before: i64,
+    },
 }
 
 /// What a write did.
@@ -150,7 +152,10 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer on `conn`. It stops once `shutdown` turns true and the
     /// jobs already queued are committed.
-    pub fn spawn(conn: SqliteConnection, shutdown: watch::Receiver<bool>) -> (Writer, JoinHandle<()>) {
+    pub fn spawn(
+        conn: SqliteConnection,
+        shutdown: watch::Receiver<bool>,
+    ) -> (Writer, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let task = WriterTask {
             conn,
@@ -251,7 +256,9 @@ impl WriterTask {
                 tracing::warn!(%error, size = work.len(), "group commit failed; retrying its writes one by one");
                 for (job, reply) in work.into_iter().zip(replies) {
                     let result = match self.transaction(std::slice::from_ref(&job)).await {
-                        Ok(mut results) => results.pop().unwrap_or_else(|| Err(anyhow::anyhow!("no result").into())),
+                        Ok(mut results) => results
+                            .pop()
+                            .unwrap_or_else(|| Err(anyhow::anyhow!("no result").into())),
                         Err(error) => Err(logged(error)),
                     };
                     let _ = reply.send(result);
@@ -268,15 +275,24 @@ impl WriterTask {
 
     /// Applies `work` in one transaction. `Err` means the transaction was
     /// rolled back and nothing of it persisted.
-    async fn transaction(&mut self, work: &[(Op, Option<Idempotency>)]) -> anyhow::Result<Vec<OpResult>> {
-        query("BEGIN IMMEDIATE").execute(&mut self.conn).await.context("BEGIN")?;
+    async fn transaction(
+        &mut self,
+        work: &[(Op, Option<Idempotency>)],
+    ) -> anyhow::Result<Vec<OpResult>> {
+        query("BEGIN IMMEDIATE")
+            .execute(&mut self.conn)
+            .await
+            .context("BEGIN")?;
         let applied = async {
             let mut results = Vec::with_capacity(work.len());
             for (op, idempotency) in work {
                 results.push(self.execute(op, idempotency.as_ref()).await?);
             }
             self.flush().await?;
-            query("COMMIT").execute(&mut self.conn).await.context("COMMIT")?;
+            query("COMMIT")
+                .execute(&mut self.conn)
+                .await
+                .context("COMMIT")?;
             anyhow::Ok(results)
         }
         .await;
@@ -292,7 +308,11 @@ impl WriterTask {
     }
 
     /// One job: the idempotency check, the write, and the remembered answer.
-    async fn execute(&mut self, op: &Op, idempotency: Option<&Idempotency>) -> anyhow::Result<OpResult> {
+    async fn execute(
+        &mut self,
+        op: &Op,
+        idempotency: Option<&Idempotency>,
+    ) -> anyhow::Result<OpResult> {
         let Some(idem) = idempotency else {
             return self.apply(op).await;
         };
@@ -353,7 +373,11 @@ impl WriterTask {
                 Ok(Ok(Outcome::Done))
             }
             Op::CreateResource(new) => self.create_resource(new).await,
-            Op::UpdateResource { id, patch, if_match } => self.update_resource(*id, patch, if_match.as_ref()).await,
+            Op::UpdateResource {
+                id,
+                patch,
+                if_match,
+            } => self.update_resource(*id, patch, if_match.as_ref()).await,
             Op::CreateReservation(booking) => Ok(self
                 .create_reservation(booking)
                 .await?
@@ -373,12 +397,18 @@ impl WriterTask {
                 id,
                 patch,
                 if_match,
-            } => self.update_reservation(principal, *id, patch, if_match.as_ref()).await,
+            } => {
+                self.update_reservation(principal, *id, patch, if_match.as_ref())
+                    .await
+            }
             Op::CancelReservation {
                 principal,
                 id,
                 if_match,
-            } => self.cancel_reservation(principal, *id, if_match.as_ref()).await,
+            } => {
+                self.cancel_reservation(principal, *id, if_match.as_ref())
+                    .await
+            }
             Op::PurgeIdempotency { before } => {
                 query("DELETE FROM idempotency_keys WHERE created_at < ?1")
                     .bind(before)
@@ -411,7 +441,9 @@ impl WriterTask {
         if let Some(id) = new.id
             && self.resource(id).await?.is_some()
         {
-            return Ok(Err(AppError::Conflict(format!("a resource with id {id} already exists"))));
+            return Ok(Err(AppError::Conflict(format!(
+                "a resource with id {id} already exists"
+            ))));
         }
         let resource = Resource::create(new.clone(), now());
         self.save_resource(&resource, true).await?;
@@ -451,7 +483,13 @@ impl WriterTask {
             .bind(i64::from(resource.capacity))
             .bind(&resource.timezone)
             .bind(i64::from(resource.slot_minutes))
-            .bind(resource.opening_hours.as_ref().map(serde_json::to_string).transpose()?)
+            .bind(
+                resource
+                    .opening_hours
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()?,
+            )
             .bind(resource.version)
             .bind(micros(resource.created_at))
             .bind(micros(resource.updated_at))
@@ -461,7 +499,10 @@ impl WriterTask {
         Ok(())
     }
 
-    async fn create_reservation(&mut self, booking: &Booking) -> anyhow::Result<Result<(Reservation, Change), AppError>> {
+    async fn create_reservation(
+        &mut self,
+        booking: &Booking,
+    ) -> anyhow::Result<Result<(Reservation, Change), AppError>> {
         let new = &booking.new;
         let user_id = booking.user_id.as_str();
         let request_hash = new.fingerprint(user_id);
@@ -478,7 +519,10 @@ impl WriterTask {
             });
         }
         let Some(resource) = self.resource(new.resource_id).await? else {
-            return Ok(Err(AppError::validation("resource_id", "no resource with this id exists")));
+            return Ok(Err(AppError::validation(
+                "resource_id",
+                "no resource with this id exists",
+            )));
         };
         if let Err(error) = check_bookable(&resource, new.starts_at, new.ends_at) {
             return Ok(Err(error));
@@ -515,12 +559,16 @@ impl WriterTask {
     /// transaction's unflushed inserts first.
     async fn existing(&mut self, id: Uuid) -> anyhow::Result<Option<(Reservation, String)>> {
         if let Some(pending) = self.pending.iter().find(|p| p.reservation.id == id) {
-            return Ok(Some((pending.reservation.clone(), rows::hex(&pending.request_hash))));
+            return Ok(Some((
+                pending.reservation.clone(),
+                rows::hex(&pending.request_hash),
+            )));
         }
-        let hash: Option<String> = query_scalar("SELECT request_hash FROM reservations WHERE id = ?1")
-            .bind(id.hyphenated().to_string())
-            .fetch_optional(&mut self.conn)
-            .await?;
+        let hash: Option<String> =
+            query_scalar("SELECT request_hash FROM reservations WHERE id = ?1")
+                .bind(id.hyphenated().to_string())
+                .fetch_optional(&mut self.conn)
+                .await?;
         let Some(hash) = hash else { return Ok(None) };
         let reservation = queries::reservation(&mut self.conn, id)
             .await?
@@ -530,7 +578,13 @@ impl WriterTask {
 
     /// Confirmed holds overlapping [start, end): committed rows plus this
     /// transaction's unflushed inserts.
-    async fn holds(&mut self, resource_id: Uuid, start: i64, end: i64, exclude: Option<Uuid>) -> anyhow::Result<Vec<Hold>> {
+    async fn holds(
+        &mut self,
+        resource_id: Uuid,
+        start: i64,
+        end: i64,
+        exclude: Option<Uuid>,
+    ) -> anyhow::Result<Vec<Hold>> {
         let mut holds = queries::holds(&mut self.conn, resource_id, start, end, exclude).await?;
         holds.extend(
             self.pending
@@ -574,7 +628,11 @@ impl WriterTask {
     }
 
     /// Loads a reservation the principal may act on (others' are "not found").
-    async fn owned(&mut self, principal: &Principal, id: Uuid) -> anyhow::Result<Option<Reservation>> {
+    async fn owned(
+        &mut self,
+        principal: &Principal,
+        id: Uuid,
+    ) -> anyhow::Result<Option<Reservation>> {
         // Updates read committed rows: make this transaction's inserts visible.
         self.flush().await?;
         Ok(queries::reservation(&mut self.conn, id)
@@ -651,7 +709,9 @@ impl WriterTask {
             return Ok(Err(error));
         }
         match reservation.status {
-            Status::Cancelled => return Ok(Ok(Outcome::Reservation(reservation, Change::Unchanged))),
+            Status::Cancelled => {
+                return Ok(Ok(Outcome::Reservation(reservation, Change::Unchanged)));
+            }
             Status::Rejected => {
                 return Ok(Err(AppError::Conflict(format!(
                     "reservation {id} was rejected and holds no capacity to cancel"
@@ -674,7 +734,11 @@ impl WriterTask {
 
 /// Opening hours and the plain size limit: the checks that need no other
 /// reservation.
-fn check_bookable(resource: &Resource, start: jiff::Timestamp, end: jiff::Timestamp) -> Result<(), AppError> {
+fn check_bookable(
+    resource: &Resource,
+    start: jiff::Timestamp,
+    end: jiff::Timestamp,
+) -> Result<(), AppError> {
     if !is_open_for(resource.opening_hours.as_ref(), &resource.tz, start, end) {
         return Err(AppError::validation(
             "starts_at",

@@ -1,0 +1,14 @@
+//! HTTP integration tests: every test starts its own server on a fresh
+//! temporary data directory and talks to it over real HTTP.
+
+mod helpers;
+
+mod auth;
+mod availability;
+mod concurrency;
+mod errors;
+mod idempotency;
+mod listing;
+mod reservations;
+mod resources;
+mod restart;
