@@ -19,7 +19,10 @@ use crate::{
     },
     error::AppResult,
     http,
-    store::sqlite::{self, Reads, Writer, writer::Op},
+    store::sqlite::{
+        self, Reads, Writer,
+        writer::{Idempotency, Op},
+    },
 };
 
 /// File the generated admin key is written to, inside the data dir.
@@ -53,6 +56,15 @@ impl std::ops::Deref for App {
 }
 
 impl App {
+    /// Hands a write to the writer and answers with its result once committed.
+    pub async fn write(
+        &self,
+        op: Op,
+        idempotency: Option<Idempotency>,
+    ) -> axum::response::Response {
+        http::render::respond(self.writer.submit(op, idempotency).await)
+    }
+
     /// Resolves a bearer key to its principal; `None` for unknown keys.
     pub async fn authenticate(&self, token: &str) -> AppResult<Option<Principal>> {
         let hash = hash_key(token);

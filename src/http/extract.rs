@@ -4,7 +4,7 @@
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, RawPathParams, Request},
-    http::{HeaderMap, header, request::Parts},
+    http::{HeaderMap, Method, header, request::Parts},
 };
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -18,7 +18,8 @@ use crate::{
         version::{VersionMatch, parse_etags},
     },
     error::AppError,
-    store::sqlite::writer::{Idempotency, OpResult, StoredResponse},
+    http::render::remember,
+    store::sqlite::writer::Idempotency,
 };
 
 /// The authenticated caller (`Authorization: Bearer <key>`).
@@ -47,13 +48,17 @@ impl FromRequestParts<App> for Auth {
 
 impl Auth {
     pub fn require_admin(&self) -> Result<(), AppError> {
-        if self.0.is_admin() {
-            Ok(())
-        } else {
-            Err(AppError::Forbidden(
-                "this endpoint requires an admin key".into(),
-            ))
-        }
+        require_admin(&self.0)
+    }
+}
+
+fn require_admin(principal: &Principal) -> Result<(), AppError> {
+    if principal.is_admin() {
+        Ok(())
+    } else {
+        Err(AppError::Forbidden(
+            "this endpoint requires an admin key".into(),
+        ))
     }
 }
 
@@ -148,7 +153,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
 }
 
 /// `If-Match`, when present.
-pub fn if_match(headers: &HeaderMap) -> Option<VersionMatch> {
+fn if_match(headers: &HeaderMap) -> Option<VersionMatch> {
     headers
         .get(header::IF_MATCH)
         .map(|value| parse_etags(value.to_str().unwrap_or("")))
@@ -163,43 +168,72 @@ pub fn not_modified(headers: &HeaderMap, version: i64) -> bool {
 
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// The `Idempotency-Key` context of a write request, scoped to the caller and
-/// bound to this exact request (method, path and body).
-pub fn idempotency(
-    headers: &HeaderMap,
-    principal: &Principal,
-    method: &str,
-    path: &str,
-    body: Option<&Value>,
-    render: fn(&OpResult) -> Option<StoredResponse>,
-) -> Result<Option<Idempotency>, AppError> {
-    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
-        return Ok(None);
-    };
-    let key = value
-        .to_str()
-        .ok()
-        .filter(|key| (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()))
-        .ok_or_else(|| {
-            AppError::validation(
-                "Idempotency-Key",
-                "must be 1 to 255 visible ASCII characters (no spaces)",
-            )
-        })?;
-    let mut digest = Sha256::new();
-    digest.update(method.as_bytes());
-    digest.update(b" ");
-    digest.update(path.as_bytes());
-    digest.update(b"\n");
-    // serde_json's map is ordered, so equal documents hash equally whatever
-    // their key order or whitespace.
-    if let Some(body) = body {
-        digest.update(body.to_string().as_bytes());
+/// The caller and the request-level context of a write: its `If-Match`
+/// precondition and its `Idempotency-Key` scope, bound to this request's own
+/// method and path.
+pub struct WriteRequest {
+    pub principal: Principal,
+    headers: HeaderMap,
+    method: Method,
+    path: String,
+}
+
+impl FromRequestParts<App> for WriteRequest {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, AppError> {
+        let Auth(principal) = Auth::from_request_parts(parts, app).await?;
+        Ok(WriteRequest {
+            principal,
+            headers: parts.headers.clone(),
+            method: parts.method.clone(),
+            path: parts.uri.path().to_owned(),
+        })
     }
-    Ok(Some(Idempotency {
-        scope: principal.user_id.as_str().to_owned(),
-        key: key.to_owned(),
-        request_hash: digest.finalize().into(),
-        render,
-    }))
+}
+
+impl WriteRequest {
+    pub fn require_admin(&self) -> Result<(), AppError> {
+        require_admin(&self.principal)
+    }
+
+    pub fn if_match(&self) -> Option<VersionMatch> {
+        if_match(&self.headers)
+    }
+
+    /// The `Idempotency-Key` context, scoped to the caller and bound to this
+    /// exact request (method, path and body).
+    pub fn idempotency(&self, body: Option<&Value>) -> Result<Option<Idempotency>, AppError> {
+        let Some(value) = self.headers.get(IDEMPOTENCY_KEY) else {
+            return Ok(None);
+        };
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|key| {
+                (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic())
+            })
+            .ok_or_else(|| {
+                AppError::validation(
+                    "Idempotency-Key",
+                    "must be 1 to 255 visible ASCII characters (no spaces)",
+                )
+            })?;
+        let mut digest = Sha256::new();
+        digest.update(self.method.as_str().as_bytes());
+        digest.update(b" ");
+        digest.update(self.path.as_bytes());
+        digest.update(b"\n");
+        // serde_json's map is ordered, so equal documents hash equally whatever
+        // their key order or whitespace.
+        if let Some(body) = body {
+            digest.update(body.to_string().as_bytes());
+        }
+        Ok(Some(Idempotency {
+            scope: self.principal.user_id.as_str().to_owned(),
+            key: key.to_owned(),
+            request_hash: digest.finalize().into(),
+            render: remember,
+        }))
+    }
 }

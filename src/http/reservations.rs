@@ -11,7 +11,7 @@ use axum::{
 use serde_json::Value;
 
 use super::{
-    extract::{Auth, JsonBody, PathId, Query, idempotency, if_match, not_modified},
+    extract::{Auth, JsonBody, PathId, Query, WriteRequest, not_modified},
     pagination::{Page, encode_reservation_cursor, limit, reservation_cursor},
     render,
 };
@@ -44,40 +44,20 @@ pub fn router() -> Router<App> {
 
 async fn create(
     State(app): State<App>,
-    Auth(principal): Auth,
-    headers: HeaderMap,
+    write: WriteRequest,
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
-    let idem = idempotency(
-        &headers,
-        &principal,
-        "POST",
-        "/v1/reservations",
-        Some(&body),
-        render::remember,
-    )?;
-    let booking = authorize(&principal, NewReservation::parse(body, "")?)?;
-    Ok(render::respond(
-        app.writer
-            .submit(Op::CreateReservation(booking), idem)
-            .await,
-    ))
+    let idem = write.idempotency(Some(&body))?;
+    let booking = authorize(&write.principal, NewReservation::parse(body, "")?)?;
+    Ok(app.write(Op::CreateReservation(booking), idem).await)
 }
 
 async fn batch(
     State(app): State<App>,
-    Auth(principal): Auth,
-    headers: HeaderMap,
+    write: WriteRequest,
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
-    let idem = idempotency(
-        &headers,
-        &principal,
-        "POST",
-        "/v1/reservations/batch",
-        Some(&body),
-        render::remember,
-    )?;
+    let idem = write.idempotency(Some(&body))?;
     let mut f = Fields::new(body, "")?;
     let items = f.required("reservations", |value| match value {
         Value::Array(items) if items.len() <= MAX_BATCH => Ok(items.clone()),
@@ -85,63 +65,47 @@ async fn batch(
         other => Err(format!("must be an array, not {}", json_kind(other))),
     });
     f.finish()?;
-    let items = items.unwrap_or_default();
     let bookings = items
+        .unwrap_or_default()
         .into_iter()
         .enumerate()
         .map(|(i, item)| {
             NewReservation::parse(item, &format!("reservations[{i}]"))
                 .map_err(AppError::Validation)
-                .and_then(|new| authorize(&principal, new))
+                .and_then(|new| authorize(&write.principal, new))
         })
         .collect();
-    Ok(render::respond(
-        app.writer
-            .submit(Op::CreateReservations(bookings), idem)
-            .await,
-    ))
+    Ok(app.write(Op::CreateReservations(bookings), idem).await)
 }
 
 async fn update(
     State(app): State<App>,
-    Auth(principal): Auth,
+    write: WriteRequest,
     PathId(id): PathId,
-    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
-    let path = format!("/v1/reservations/{id}");
-    let idem = idempotency(
-        &headers,
-        &principal,
-        "PATCH",
-        &path,
-        Some(&body),
-        render::remember,
-    )?;
-    let patch = ReservationPatch::parse(body)?;
+    let idem = write.idempotency(Some(&body))?;
     let op = Op::UpdateReservation {
-        principal,
+        patch: ReservationPatch::parse(body)?,
+        if_match: write.if_match(),
+        principal: write.principal,
         id,
-        patch,
-        if_match: if_match(&headers),
     };
-    Ok(render::respond(app.writer.submit(op, idem).await))
+    Ok(app.write(op, idem).await)
 }
 
 async fn cancel(
     State(app): State<App>,
-    Auth(principal): Auth,
+    write: WriteRequest,
     PathId(id): PathId,
-    headers: HeaderMap,
 ) -> Result<Response, AppError> {
-    let path = format!("/v1/reservations/{id}/cancel");
-    let idem = idempotency(&headers, &principal, "POST", &path, None, render::remember)?;
+    let idem = write.idempotency(None)?;
     let op = Op::CancelReservation {
-        principal,
+        if_match: write.if_match(),
+        principal: write.principal,
         id,
-        if_match: if_match(&headers),
     };
-    Ok(render::respond(app.writer.submit(op, idem).await))
+    Ok(app.write(op, idem).await)
 }
 
 async fn read(

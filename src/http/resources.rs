@@ -7,7 +7,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::{
-    extract::{Auth, JsonBody, PathId, Query, idempotency, if_match, not_modified},
+    extract::{Auth, JsonBody, PathId, Query, WriteRequest, not_modified},
     pagination::{Page, encode_id_cursor, id_cursor, limit},
     render,
 };
@@ -36,49 +36,29 @@ pub fn router() -> Router<App> {
 
 async fn create(
     State(app): State<App>,
-    auth: Auth,
-    headers: HeaderMap,
+    write: WriteRequest,
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
-    auth.require_admin()?;
-    let idem = idempotency(
-        &headers,
-        &auth.0,
-        "POST",
-        "/v1/resources",
-        Some(&body),
-        render::remember,
-    )?;
+    write.require_admin()?;
+    let idem = write.idempotency(Some(&body))?;
     let new = NewResource::parse(body)?;
-    Ok(render::respond(
-        app.writer.submit(Op::CreateResource(new), idem).await,
-    ))
+    Ok(app.write(Op::CreateResource(new), idem).await)
 }
 
 async fn update(
     State(app): State<App>,
-    auth: Auth,
+    write: WriteRequest,
     PathId(id): PathId,
-    headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, AppError> {
-    auth.require_admin()?;
-    let path = format!("/v1/resources/{id}");
-    let idem = idempotency(
-        &headers,
-        &auth.0,
-        "PATCH",
-        &path,
-        Some(&body),
-        render::remember,
-    )?;
-    let patch = ResourcePatch::parse(body)?;
+    write.require_admin()?;
+    let idem = write.idempotency(Some(&body))?;
     let op = Op::UpdateResource {
         id,
-        patch,
-        if_match: if_match(&headers),
+        patch: ResourcePatch::parse(body)?,
+        if_match: write.if_match(),
     };
-    Ok(render::respond(app.writer.submit(op, idem).await))
+    Ok(app.write(op, idem).await)
 }
 
 async fn read(
