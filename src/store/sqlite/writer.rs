@@ -16,7 +16,14 @@
 //! rolled back and its jobs are re-run one transaction each, so one bad write
 //! cannot fail its neighbours.
 
-use std::{collections::HashMap, sync::Arc, time::Instant};
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Instant,
+};
 
 use anyhow::Context;
 use sqlx::{Connection, SqliteConnection, query, query_as, query_scalar};
@@ -147,6 +154,18 @@ struct Job {
 #[derive(Clone)]
 pub struct Writer {
     jobs: mpsc::Sender<Job>,
+    stats: Arc<WriterStats>,
+}
+
+/// Running totals of the writer, for tests and metrics.
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// Transactions committed.
+    pub commits: AtomicU64,
+    /// Jobs answered (in any way).
+    pub jobs: AtomicU64,
+    /// Groups whose transaction failed and were re-run job by job.
+    pub split_groups: AtomicU64,
 }
 
 impl Writer {
@@ -157,13 +176,24 @@ impl Writer {
         shutdown: watch::Receiver<bool>,
     ) -> (Writer, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(QUEUE);
+        let stats = Arc::new(WriterStats::default());
         let task = WriterTask {
             conn,
             resources: HashMap::new(),
             pending: Vec::new(),
+            stats: stats.clone(),
         };
         let handle = tokio::spawn(task.run(queue, shutdown));
-        (Writer { jobs }, handle)
+        (Writer { jobs, stats }, handle)
+    }
+
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Jobs waiting for the writer.
+    pub fn queue_depth(&self) -> usize {
+        QUEUE - self.jobs.capacity()
     }
 
     /// Applies `op` and waits for the commit that holds it.
@@ -196,6 +226,7 @@ struct WriterTask {
     resources: HashMap<Uuid, Resource>,
     /// New reservations of the open transaction, flushed in one statement.
     pending: Vec<PendingInsert>,
+    stats: Arc<WriterStats>,
 }
 
 impl WriterTask {
@@ -241,6 +272,9 @@ impl WriterTask {
 
     async fn commit_group(&mut self, group: Vec<Job>) {
         let started = Instant::now();
+        self.stats
+            .jobs
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
         let (work, replies): (Vec<_>, Vec<_>) = group
             .into_iter()
             .map(|job| ((job.op, job.idempotency), job.reply))
@@ -253,6 +287,7 @@ impl WriterTask {
                 }
             }
             Err(error) if work.len() > 1 => {
+                self.stats.split_groups.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%error, size = work.len(), "group commit failed; retrying its writes one by one");
                 for (job, reply) in work.into_iter().zip(replies) {
                     let result = match self.transaction(std::slice::from_ref(&job)).await {
@@ -293,6 +328,7 @@ impl WriterTask {
                 .execute(&mut self.conn)
                 .await
                 .context("COMMIT")?;
+            self.stats.commits.fetch_add(1, Ordering::Relaxed);
             anyhow::Ok(results)
         }
         .await;
@@ -785,3 +821,7 @@ fn take_job(slot: &mut Job) -> Job {
         },
     )
 }
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;

@@ -1,0 +1,145 @@
+//! Writer tests below HTTP: that group commit really groups, and that one
+//! failing write in a group does not fail its neighbours.
+
+use std::sync::atomic::Ordering;
+
+use futures::future::join_all;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::*;
+use crate::{config::Config, store::sqlite::open};
+
+async fn writer() -> (
+    tempfile::TempDir,
+    Writer,
+    watch::Sender<bool>,
+    JoinHandle<()>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (_reads, conn) = open(&Config::with_data_dir(dir.path())).await.unwrap();
+    let (stop, stopped) = watch::channel(false);
+    let (writer, task) = Writer::spawn(conn, stopped);
+    (dir, writer, stop, task)
+}
+
+async fn resource(writer: &Writer, capacity: u32) -> Uuid {
+    let new = NewResource::parse(json!({"name": "r", "capacity": capacity})).unwrap();
+    match writer.submit(Op::CreateResource(new), None).await.unwrap() {
+        Outcome::Resource(resource, Change::Created) => resource.id,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+fn booking(resource_id: Uuid, hour: u32) -> Op {
+    let new = NewReservation::parse(
+        json!({
+            "resource_id": resource_id,
+            "starts_at": format!("2030-01-07T{hour:02}:00:00Z"),
+            "ends_at": format!("2030-01-07T{hour:02}:30:00Z"),
+        }),
+        "",
+    )
+    .unwrap();
+    Op::CreateReservation(Booking {
+        new,
+        user_id: UserId::parse("alice").unwrap(),
+    })
+}
+
+// A current-thread runtime makes the grouping deterministic: every submit is
+// queued before the writer task gets to run.
+#[tokio::test(flavor = "current_thread")]
+async fn concurrent_writes_share_one_commit() {
+    let (_dir, writer, _stop, _task) = writer().await;
+    let resource_id = resource(&writer, 1000).await;
+    let before = writer.stats().commits.load(Ordering::Relaxed);
+
+    let results =
+        join_all((0..100).map(|i| writer.submit(booking(resource_id, i % 24), None))).await;
+
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ok(Outcome::Reservation(_, Change::Created))))
+    );
+    let commits = writer.stats().commits.load(Ordering::Relaxed) - before;
+    assert_eq!(commits, 1, "100 queued creates are committed together");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn capacity_is_enforced_inside_a_group() {
+    let (_dir, writer, _stop, _task) = writer().await;
+    let resource_id = resource(&writer, 3).await;
+
+    let results = join_all((0..50).map(|_| writer.submit(booking(resource_id, 10), None))).await;
+
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    let full = results
+        .iter()
+        .filter(|r| matches!(r, Err(AppError::CapacityExceeded(_))))
+        .count();
+    assert_eq!((created, full), (3, 47));
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_failing_write_does_not_fail_its_group() {
+    let (_dir, writer, _stop, _task) = writer().await;
+    let resource_id = resource(&writer, 100).await;
+    let key = Op::CreateKey {
+        hash: [7; 32],
+        user_id: "bob".into(),
+        role: Role::User,
+        bootstrap: false,
+    };
+    writer.submit(key.clone(), None).await.unwrap();
+
+    // The same key hash again violates the primary key inside the group.
+    let mut ops: Vec<Op> = (0..10).map(|i| booking(resource_id, i)).collect();
+    ops.insert(5, key);
+    let results = join_all(ops.into_iter().map(|op| writer.submit(op, None))).await;
+
+    assert!(matches!(results[5], Err(AppError::Internal(_))));
+    let created = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Outcome::Reservation(..))))
+        .count();
+    assert_eq!(created, 10, "the other writes of the group still commit");
+    assert_eq!(writer.stats().split_groups.load(Ordering::Relaxed), 1);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn shutdown_commits_what_was_queued() {
+    let (dir, writer, stop, task) = writer().await;
+    let resource_id = resource(&writer, 100).await;
+
+    let pending: Vec<_> = (0..20)
+        .map(|i| {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.submit(booking(resource_id, i), None).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    let mut acknowledged = 0;
+    for handle in pending {
+        if handle.await.unwrap().is_ok() {
+            acknowledged += 1;
+        }
+    }
+    let (reads, _conn) = open(&Config::with_data_dir(dir.path())).await.unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM reservations")
+        .fetch_one(reads.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        stored, acknowledged,
+        "every acknowledged write is stored, nothing else"
+    );
+    assert_eq!(
+        acknowledged, 20,
+        "writes queued before the signal are committed"
+    );
+}
