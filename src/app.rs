@@ -9,7 +9,11 @@ use std::{
 use anyhow::Context;
 use moka::future::Cache;
 use sqlx::query_scalar;
-use tokio::{net::TcpListener, sync::watch, task::JoinHandle};
+use tokio::{
+    net::TcpListener,
+    sync::{Notify, watch},
+    task::JoinHandle,
+};
 
 use crate::{
     config::Config,
@@ -19,12 +23,18 @@ use crate::{
     },
     error::AppResult,
     http,
-    store::sqlite::{
-        self, Reads, Writer,
-        writer::{Idempotency, Op},
+    store::{
+        postgres::Postgres,
+        sqlite::{
+            self, Reads, Writer,
+            writer::{Idempotency, Op},
+        },
     },
+    sync::{self, SyncHandle, SyncSettings},
 };
 
+/// File the generated node id is kept in, inside the data dir.
+pub const NODE_ID_FILE: &str = "node-id";
 /// File the generated admin key is written to, inside the data dir.
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 /// How long an Idempotency-Key is remembered.
@@ -41,6 +51,10 @@ pub struct App(Arc<AppState>);
 pub struct AppState {
     pub reads: Reads,
     pub writer: Writer,
+    /// Present when PostgreSQL is configured.
+    pub sync: Option<SyncHandle>,
+    /// Recorded as `origin_node` on the rows this node creates.
+    pub node_id: String,
     /// Hash of `RESERVOIR_ADMIN_TOKEN`, when configured.
     admin_hash: Option<KeyHash>,
     /// Resolved keys, so authentication costs no query on the hot path.
@@ -92,19 +106,47 @@ impl App {
 /// router in-process. `shutdown` stops the tasks.
 pub struct Service {
     app: App,
+    /// Stopped first: the sync task's last flush still needs the writer.
+    sync_task: Option<JoinHandle<()>>,
+    stop_sync: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
 }
 
 impl Service {
     pub async fn start(config: &Config) -> anyhow::Result<Service> {
+        let postgres = config
+            .postgres_url
+            .as_deref()
+            .map(Postgres::new)
+            .transpose()?;
         let (reads, write_conn) = sqlite::open(config).await?;
+        let node_id = node_id(config)?;
         let (stop, stopped) = watch::channel(false);
-        let (writer, writer_task) = Writer::spawn(write_conn, stopped.clone());
+        let (stop_sync, sync_stopped) = watch::channel(false);
+        let wake = postgres.as_ref().map(|_| Arc::new(Notify::new()));
+        let (writer, writer_task) = Writer::spawn(write_conn, stopped.clone(), wake.clone());
+        let (sync, sync_task) = match (postgres, wake) {
+            (Some(postgres), Some(wake)) => {
+                let settings = SyncSettings::from_config(config, node_id.clone());
+                let (handle, task) = sync::spawn(
+                    postgres,
+                    reads.clone(),
+                    writer.clone(),
+                    wake,
+                    settings,
+                    sync_stopped,
+                );
+                (Some(handle), Some(task))
+            }
+            _ => (None, None),
+        };
         let admin_hash = config.admin_token.as_deref().map(hash_key);
         let app = App(Arc::new(AppState {
             reads,
             writer,
+            sync,
+            node_id,
             admin_hash,
             keys: Cache::builder()
                 .max_capacity(100_000)
@@ -117,6 +159,8 @@ impl Service {
         let purge = tokio::spawn(purge_idempotency_keys(app.clone(), stopped));
         Ok(Service {
             app,
+            sync_task,
+            stop_sync,
             tasks: vec![purge, writer_task],
             stop,
         })
@@ -127,9 +171,16 @@ impl Service {
         http::router(self.app.clone())
     }
 
-    /// Stops the background tasks; the writer commits what it already
+    /// Stops the background tasks: first the sync (one last flush, bounded by
+    /// the grace period), then the writer, which commits what it already
     /// accepted before it exits.
     pub async fn shutdown(self) {
+        let _ = self.stop_sync.send(true);
+        if let Some(task) = self.sync_task
+            && let Err(error) = task.await
+        {
+            tracing::error!(%error, "the sync task failed");
+        }
         let _ = self.stop.send(true);
         let reads = self.app.reads.clone();
         drop(self.app);
@@ -153,10 +204,32 @@ pub async fn launch(
     let service = Service::start(&config).await?;
     let router = service.router();
     tracing::info!(address = %listener.local_addr()?, data_dir = %config.data_dir.display(), "reservoir is serving");
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    tracing::info!("stopped accepting requests; finishing writes");
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let signalled = Arc::new(Notify::new());
+    let serve = axum::serve(listener, router)
+        .with_graceful_shutdown({
+            let signalled = signalled.clone();
+            async move {
+                shutdown.await;
+                signalled.notify_one();
+            }
+        })
+        .into_future();
+    tokio::pin!(serve);
+    let served = tokio::select! {
+        served = &mut serve => served,
+        _ = signalled.notified() => {
+            tracing::info!(?grace, "shutting down: no new connections; finishing in-flight requests");
+            match tokio::time::timeout(grace, &mut serve).await {
+                Ok(served) => served,
+                Err(_) => {
+                    tracing::warn!(?grace, "in-flight requests did not finish within the grace period; closing them");
+                    Ok(())
+                }
+            }
+        }
+    };
+    tracing::info!("stopped serving; finishing writes");
     service.shutdown().await;
     served.context("the HTTP server failed")
 }
@@ -199,6 +272,26 @@ async fn bootstrap_admin_key(app: &App, data_dir: &Path) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot store the admin key: {e}"))?;
     tracing::warn!(admin_token = %key, file = %path.display(), "generated an admin token; it is shown only this once");
     Ok(())
+}
+
+/// This node's id: configured, or generated once and kept in
+/// `<data_dir>/node-id` so it survives restarts.
+fn node_id(config: &Config) -> anyhow::Result<String> {
+    if let Some(id) = &config.node_id {
+        return Ok(id.clone());
+    }
+    let path = config.data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let id = format!("node-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(node_id = %id, "generated this node's id");
+    Ok(id)
 }
 
 /// Forgets Idempotency-Key answers older than a day, hourly.

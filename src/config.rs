@@ -35,6 +35,37 @@ pub struct Config {
     #[arg(long, env = "RESERVOIR_READ_CONNECTIONS", default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub read_connections: u32,
 
+    /// PostgreSQL URL of the shared system of record. Unset: the node runs on
+    /// SQLite alone and reservations stay `sync_state: local`.
+    #[arg(long, env = "RESERVOIR_POSTGRES_URL", hide_env_values = true)]
+    pub postgres_url: Option<String>,
+
+    /// Most outbox rows sent to PostgreSQL in one round trip.
+    #[arg(long, env = "RESERVOIR_SYNC_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub sync_batch: u32,
+
+    /// How often the sync task looks for work even when no write woke it.
+    #[arg(long, env = "RESERVOIR_SYNC_INTERVAL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_interval_ms: u64,
+
+    /// First retry delay after a sync failure (full-jitter exponential backoff).
+    #[arg(long, env = "RESERVOIR_SYNC_BACKOFF_MIN_MS", default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_backoff_min_ms: u64,
+
+    /// Longest retry delay after repeated sync failures.
+    #[arg(long, env = "RESERVOIR_SYNC_BACKOFF_MAX_MS", default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub sync_backoff_max_ms: u64,
+
+    /// On SIGTERM/SIGINT: how long in-flight requests and the last sync flush
+    /// may take before the process exits anyway.
+    #[arg(long, env = "RESERVOIR_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
+    pub shutdown_grace_ms: u64,
+
+    /// This node's id, recorded as `origin_node` on the rows it creates.
+    /// Default: generated once and kept in `<data_dir>/node-id`.
+    #[arg(long, env = "RESERVOIR_NODE_ID")]
+    pub node_id: Option<String>,
+
     /// Log output format.
     #[arg(long, env = "RESERVOIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -62,6 +93,13 @@ impl Config {
             admin_token: None,
             sqlite_synchronous: Synchronous::Normal,
             read_connections: 4,
+            postgres_url: None,
+            sync_batch: 1000,
+            sync_interval_ms: 200,
+            sync_backoff_min_ms: 100,
+            sync_backoff_max_ms: 30_000,
+            shutdown_grace_ms: 10_000,
+            node_id: None,
             log_format: LogFormat::Pretty,
         }
     }

@@ -10,6 +10,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod store;
+pub mod sync;
 
 mod app;
 pub mod shutdown;

@@ -8,6 +8,7 @@ pub mod pagination;
 pub mod render;
 pub mod reservations;
 pub mod resources;
+pub mod sync;
 
 use std::any::Any;
 
@@ -28,6 +29,7 @@ pub fn router(app: App) -> Router {
         .merge(keys::router())
         .merge(resources::router())
         .merge(reservations::router())
+        .merge(sync::router())
         .fallback(error::not_found)
         .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

@@ -1,6 +1,8 @@
 //! Reads from the read-only pool. These never wait for the writer: WAL gives
 //! each read a consistent snapshot of the last commit.
 
+use std::collections::{HashMap, HashSet};
+
 use jiff::Timestamp;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, query_as, query_scalar};
 use uuid::Uuid;
@@ -121,6 +123,107 @@ impl Reads {
             .into_iter()
             .map(Resource::try_from)
             .collect::<Result<_, _>>()?)
+    }
+}
+
+/// The next outbox rows to send, with the *current* state of the entities
+/// they name (several queued versions of one row are sent once, at the latest).
+#[derive(Debug, Default)]
+pub struct OutboxBatch {
+    /// Outbox rows up to here are covered by this batch.
+    pub upto_seq: i64,
+    /// Rows read from the outbox (before merging duplicates).
+    pub entries: usize,
+    /// In outbox order.
+    pub resources: Vec<Resource>,
+    /// In outbox order.
+    pub reservations: Vec<Reservation>,
+}
+
+/// Numbers for `GET /v1/sync/status`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OutboxStats {
+    pub pending: i64,
+    /// `created_at` of the oldest queued row, in microseconds.
+    pub oldest: Option<i64>,
+    pub dead_letters: i64,
+}
+
+impl Reads {
+    pub async fn outbox_batch(&self, limit: u32) -> AppResult<OutboxBatch> {
+        let rows: Vec<(i64, String, String)> =
+            query_as("SELECT seq, kind, entity_id FROM outbox ORDER BY seq LIMIT ?1")
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        let Some(&(upto_seq, _, _)) = rows.last() else {
+            return Ok(OutboxBatch::default());
+        };
+        let mut seen = HashSet::new();
+        let mut resource_ids: Vec<&str> = Vec::new();
+        let mut reservation_ids: Vec<&str> = Vec::new();
+        for (_, kind, id) in &rows {
+            if seen.insert((kind.as_str(), id.as_str())) {
+                if kind == "resource" {
+                    resource_ids.push(id);
+                } else {
+                    reservation_ids.push(id);
+                }
+            }
+        }
+        let resources: Vec<ResourceRow> = query_as(&format!(
+            "SELECT {RESOURCE_COLUMNS} FROM resources WHERE id IN (SELECT value FROM json_each(?1))"
+        ))
+        .bind(serde_json::to_string(&resource_ids).unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await?;
+        let reservations: Vec<ReservationRow> = query_as(&format!(
+            "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id IN (SELECT value FROM json_each(?1))"
+        ))
+        .bind(serde_json::to_string(&reservation_ids).unwrap_or_default())
+        .fetch_all(&self.pool)
+        .await?;
+        // Back into outbox order: Postgres settles competing bookings first
+        // come, first served.
+        let position = |ids: &[&str]| -> HashMap<Uuid, usize> {
+            ids.iter()
+                .enumerate()
+                .filter_map(|(i, id)| Some((Uuid::try_parse(id).ok()?, i)))
+                .collect()
+        };
+        let (resource_order, reservation_order) =
+            (position(&resource_ids), position(&reservation_ids));
+        let mut resources: Vec<Resource> = resources
+            .into_iter()
+            .map(Resource::try_from)
+            .collect::<Result<_, _>>()?;
+        resources.sort_by_key(|r| resource_order.get(&r.id).copied());
+        let mut reservations: Vec<Reservation> = reservations
+            .into_iter()
+            .map(Reservation::try_from)
+            .collect::<Result<_, _>>()?;
+        reservations.sort_by_key(|r| reservation_order.get(&r.id).copied());
+        Ok(OutboxBatch {
+            upto_seq,
+            entries: rows.len(),
+            resources,
+            reservations,
+        })
+    }
+
+    pub async fn outbox_stats(&self) -> AppResult<OutboxStats> {
+        let (pending, oldest): (i64, Option<i64>) =
+            query_as("SELECT count(*), min(created_at) FROM outbox")
+                .fetch_one(&self.pool)
+                .await?;
+        let dead_letters: i64 = query_scalar("SELECT count(*) FROM dead_letters")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(OutboxStats {
+            pending,
+            oldest,
+            dead_letters,
+        })
     }
 }
 

@@ -26,19 +26,17 @@ use std::{
 };
 
 use anyhow::Context;
-use sqlx::{Connection, SqliteConnection, query, query_as, query_scalar};
+use sqlx::{Connection, SqliteConnection, query, query_as};
 use tokio::{
-    sync::{mpsc, oneshot, watch},
+    sync::{Notify, mpsc, oneshot, watch},
     task::JoinHandle,
 };
 use uuid::Uuid;
 
-use super::{queries, rows};
 use crate::{
     domain::{
         auth::{KeyHash, Principal, Role, UserId},
-        capacity::{Hold, fits},
-        reservation::{NewReservation, Reservation, ReservationPatch, Status, SyncState},
+        reservation::{NewReservation, Reservation, ReservationPatch},
         resource::{NewResource, Resource, ResourcePatch},
         schedule::is_open_for,
         time::{micros, now},
@@ -47,12 +45,18 @@ use crate::{
     error::AppError,
 };
 
+mod reservations;
+mod resources;
+mod sync;
+
+pub use sync::{DeadLetter, EntityKind, Rejection, SyncReport};
+
 /// Most jobs committed in one transaction.
 pub const MAX_GROUP: usize = 512;
 /// Jobs waiting for the writer before `submit` applies back-pressure.
 const QUEUE: usize = 8192;
 /// Resources kept in the writer's memory (they are read on every create).
-const RESOURCE_CACHE: usize = 10_000;
+pub(super) const RESOURCE_CACHE: usize = 10_000;
 
 /// A reservation to create on behalf of `user_id` (already authorised).
 #[derive(Debug, Clone)]
@@ -95,6 +99,10 @@ pub enum Op {
     PurgeIdempotency {
         before: i64,
     },
+    /// Apply what PostgreSQL answered for one sync batch.
+    SyncApplied(SyncReport),
+    /// Queue rows written before PostgreSQL was configured (once).
+    QueueUnsynced,
 }
 
 /// What a write did.
@@ -170,10 +178,13 @@ pub struct WriterStats {
 
 impl Writer {
     /// Starts the writer on `conn`. It stops once `shutdown` turns true and the
-    /// jobs already queued are committed.
+    /// jobs already queued are committed. With `sync` (PostgreSQL configured),
+    /// every write also queues an outbox row, and `sync` is notified after
+    /// each commit that queued one.
     pub fn spawn(
         conn: SqliteConnection,
         shutdown: watch::Receiver<bool>,
+        sync: Option<Arc<Notify>>,
     ) -> (Writer, JoinHandle<()>) {
         let (jobs, queue) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
@@ -182,6 +193,10 @@ impl Writer {
             resources: HashMap::new(),
             pending: Vec::new(),
             stats: stats.clone(),
+            sync_enabled: sync.is_some(),
+            outbox: Vec::new(),
+            outbox_written: false,
+            sync_notify: sync,
         };
         let handle = tokio::spawn(task.run(queue, shutdown));
         (Writer { jobs, stats }, handle)
@@ -215,18 +230,25 @@ impl Writer {
 }
 
 /// A reservation applied in this transaction but not yet inserted.
-struct PendingInsert {
+pub(super) struct PendingInsert {
     reservation: Reservation,
     request_hash: [u8; 32],
 }
 
-struct WriterTask {
+pub(super) struct WriterTask {
     conn: SqliteConnection,
     /// Resources by id: read on every create, changed only by this task.
     resources: HashMap<Uuid, Resource>,
     /// New reservations of the open transaction, flushed in one statement.
     pending: Vec<PendingInsert>,
     stats: Arc<WriterStats>,
+    /// Whether writes are queued for PostgreSQL.
+    sync_enabled: bool,
+    /// Outbox rows of the open transaction, flushed in one statement.
+    outbox: Vec<sync::OutboxEntry>,
+    /// Whether the open transaction queued anything (to wake the sync task).
+    outbox_written: bool,
+    sync_notify: Option<Arc<Notify>>,
 }
 
 impl WriterTask {
@@ -323,7 +345,8 @@ impl WriterTask {
             for (op, idempotency) in work {
                 results.push(self.execute(op, idempotency.as_ref()).await?);
             }
-            self.flush().await?;
+            self.flush_reservations().await?;
+            self.flush_outbox().await?;
             query("COMMIT")
                 .execute(&mut self.conn)
                 .await
@@ -332,8 +355,15 @@ impl WriterTask {
             anyhow::Ok(results)
         }
         .await;
+        if std::mem::take(&mut self.outbox_written)
+            && applied.is_ok()
+            && let Some(notify) = &self.sync_notify
+        {
+            notify.notify_one();
+        }
         if applied.is_err() {
             self.pending.clear();
+            self.outbox.clear();
             // The cached resources may hold changes that were rolled back.
             self.resources.clear();
             if let Err(error) = query("ROLLBACK").execute(&mut self.conn).await {
@@ -452,319 +482,9 @@ impl WriterTask {
                     .await?;
                 Ok(Ok(Outcome::Done))
             }
+            Op::SyncApplied(report) => self.apply_sync_report(report).await,
+            Op::QueueUnsynced => self.queue_unsynced().await,
         }
-    }
-
-    async fn resource(&mut self, id: Uuid) -> anyhow::Result<Option<Resource>> {
-        if let Some(resource) = self.resources.get(&id) {
-            return Ok(Some(resource.clone()));
-        }
-        let found = queries::resource(&mut self.conn, id).await?;
-        if let Some(resource) = &found {
-            self.remember(resource.clone());
-        }
-        Ok(found)
-    }
-
-    fn remember(&mut self, resource: Resource) {
-        if self.resources.len() >= RESOURCE_CACHE {
-            self.resources.clear();
-        }
-        self.resources.insert(resource.id, resource);
-    }
-
-    async fn create_resource(&mut self, new: &NewResource) -> anyhow::Result<OpResult> {
-        if let Some(id) = new.id
-            && self.resource(id).await?.is_some()
-        {
-            return Ok(Err(AppError::Conflict(format!(
-                "a resource with id {id} already exists"
-            ))));
-        }
-        let resource = Resource::create(new.clone(), now());
-        self.save_resource(&resource, true).await?;
-        Ok(Ok(Outcome::Resource(resource, Change::Created)))
-    }
-
-    async fn update_resource(
-        &mut self,
-        id: Uuid,
-        patch: &ResourcePatch,
-        if_match: Option<&VersionMatch>,
-    ) -> anyhow::Result<OpResult> {
-        let Some(mut resource) = self.resource(id).await? else {
-            return Ok(Err(not_found("resource", id)));
-        };
-        if let Err(error) = check_version(if_match, resource.version) {
-            return Ok(Err(error));
-        }
-        if !resource.apply(patch.clone(), now()) {
-            return Ok(Ok(Outcome::Resource(resource, Change::Unchanged)));
-        }
-        self.save_resource(&resource, false).await?;
-        Ok(Ok(Outcome::Resource(resource, Change::Updated)))
-    }
-
-    async fn save_resource(&mut self, resource: &Resource, insert: bool) -> anyhow::Result<()> {
-        let sql = if insert {
-            "INSERT INTO resources (id, name, capacity, timezone, slot_minutes, opening_hours, version, created_at, updated_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-        } else {
-            "UPDATE resources SET name = ?2, capacity = ?3, timezone = ?4, slot_minutes = ?5, opening_hours = ?6, \
-             version = ?7, created_at = ?8, updated_at = ?9 WHERE id = ?1"
-        };
-        query(sql)
-            .bind(resource.id.hyphenated().to_string())
-            .bind(&resource.name)
-            .bind(i64::from(resource.capacity))
-            .bind(&resource.timezone)
-            .bind(i64::from(resource.slot_minutes))
-            .bind(
-                resource
-                    .opening_hours
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()?,
-            )
-            .bind(resource.version)
-            .bind(micros(resource.created_at))
-            .bind(micros(resource.updated_at))
-            .execute(&mut self.conn)
-            .await?;
-        self.remember(resource.clone());
-        Ok(())
-    }
-
-    async fn create_reservation(
-        &mut self,
-        booking: &Booking,
-    ) -> anyhow::Result<Result<(Reservation, Change), AppError>> {
-        let new = &booking.new;
-        let user_id = booking.user_id.as_str();
-        let request_hash = new.fingerprint(user_id);
-
-        if let Some(id) = new.id
-            && let Some((reservation, stored_hash)) = self.existing(id).await?
-        {
-            return Ok(if stored_hash == rows::hex(&request_hash) {
-                Ok((reservation, Change::Replayed))
-            } else {
-                Err(AppError::Conflict(format!(
-                    "reservation {id} already exists with different content"
-                )))
-            });
-        }
-        let Some(resource) = self.resource(new.resource_id).await? else {
-            return Ok(Err(AppError::validation(
-                "resource_id",
-                "no resource with this id exists",
-            )));
-        };
-        if let Err(error) = check_bookable(&resource, new.starts_at, new.ends_at) {
-            return Ok(Err(error));
-        }
-        let (start, end) = (micros(new.starts_at), micros(new.ends_at));
-        let holds = self.holds(resource.id, start, end, None).await?;
-        if !fits(holds, start, end, new.party_size, resource.capacity) {
-            return Ok(Err(full(&resource, new.party_size)));
-        }
-        let at = now();
-        let reservation = Reservation {
-            id: new.id.unwrap_or_else(Uuid::now_v7),
-            resource_id: resource.id,
-            user_id: user_id.to_owned(),
-            starts_at: new.starts_at,
-            ends_at: new.ends_at,
-            party_size: new.party_size,
-            status: Status::Confirmed,
-            version: 1,
-            sync_state: SyncState::Local,
-            notes: new.notes.clone(),
-            metadata: new.metadata.clone(),
-            created_at: at,
-            updated_at: at,
-        };
-        self.pending.push(PendingInsert {
-            reservation: reservation.clone(),
-            request_hash,
-        });
-        Ok(Ok((reservation, Change::Created)))
-    }
-
-    /// A reservation by id with its create fingerprint, looking at this
-    /// transaction's unflushed inserts first.
-    async fn existing(&mut self, id: Uuid) -> anyhow::Result<Option<(Reservation, String)>> {
-        if let Some(pending) = self.pending.iter().find(|p| p.reservation.id == id) {
-            return Ok(Some((
-                pending.reservation.clone(),
-                rows::hex(&pending.request_hash),
-            )));
-        }
-        let hash: Option<String> =
-            query_scalar("SELECT request_hash FROM reservations WHERE id = ?1")
-                .bind(id.hyphenated().to_string())
-                .fetch_optional(&mut self.conn)
-                .await?;
-        let Some(hash) = hash else { return Ok(None) };
-        let reservation = queries::reservation(&mut self.conn, id)
-            .await?
-            .context("reservation vanished inside the write transaction")?;
-        Ok(Some((reservation, hash)))
-    }
-
-    /// Confirmed holds overlapping [start, end): committed rows plus this
-    /// transaction's unflushed inserts.
-    async fn holds(
-        &mut self,
-        resource_id: Uuid,
-        start: i64,
-        end: i64,
-        exclude: Option<Uuid>,
-    ) -> anyhow::Result<Vec<Hold>> {
-        let mut holds = queries::holds(&mut self.conn, resource_id, start, end, exclude).await?;
-        holds.extend(
-            self.pending
-                .iter()
-                .map(|p| &p.reservation)
-                .filter(|r| r.resource_id == resource_id && r.holds_capacity())
-                .map(|r| Hold {
-                    start: micros(r.starts_at),
-                    end: micros(r.ends_at),
-                    size: r.party_size,
-                })
-                .filter(|h| h.start < end && h.end > start),
-        );
-        Ok(holds)
-    }
-
-    /// Writes the buffered inserts with one statement.
-    async fn flush(&mut self) -> anyhow::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        let rows: Vec<serde_json::Value> = self
-            .pending
-            .iter()
-            .map(|p| rows::reservation_json(&p.reservation, &p.request_hash))
-            .collect();
-        query(
-            "INSERT INTO reservations (id, resource_id, user_id, starts_at, ends_at, party_size, status, version, \
-             sync_state, notes, metadata, request_hash, created_at, updated_at) \
-             SELECT value ->> 'id', value ->> 'resource_id', value ->> 'user_id', value ->> 'starts_at', \
-             value ->> 'ends_at', value ->> 'party_size', value ->> 'status', value ->> 'version', \
-             value ->> 'sync_state', value ->> 'notes', value ->> 'metadata', value ->> 'request_hash', \
-             value ->> 'created_at', value ->> 'updated_at' FROM json_each(?1)",
-        )
-        .bind(serde_json::Value::Array(rows).to_string())
-        .execute(&mut self.conn)
-        .await
-        .context("inserting reservations")?;
-        self.pending.clear();
-        Ok(())
-    }
-
-    /// Loads a reservation the principal may act on (others' are "not found").
-    async fn owned(
-        &mut self,
-        principal: &Principal,
-        id: Uuid,
-    ) -> anyhow::Result<Option<Reservation>> {
-        // Updates read committed rows: make this transaction's inserts visible.
-        self.flush().await?;
-        Ok(queries::reservation(&mut self.conn, id)
-            .await?
-            .filter(|r| principal.owns(&r.user_id)))
-    }
-
-    async fn update_reservation(
-        &mut self,
-        principal: &Principal,
-        id: Uuid,
-        patch: &ReservationPatch,
-        if_match: Option<&VersionMatch>,
-    ) -> anyhow::Result<OpResult> {
-        let Some(current) = self.owned(principal, id).await? else {
-            return Ok(Err(not_found("reservation", id)));
-        };
-        if let Err(error) = check_version(if_match, current.version) {
-            return Ok(Err(error));
-        }
-        if current.status != Status::Confirmed {
-            return Ok(Err(AppError::Conflict(format!(
-                "reservation {id} is {} and can no longer be changed",
-                current.status.as_str()
-            ))));
-        }
-        let next = match current.patched(patch, now()) {
-            Err(errors) => return Ok(Err(AppError::Validation(errors))),
-            Ok(None) => return Ok(Ok(Outcome::Reservation(current, Change::Unchanged))),
-            Ok(Some(next)) => next,
-        };
-        let moved = next.starts_at != current.starts_at || next.ends_at != current.ends_at;
-        if moved || next.party_size > current.party_size {
-            let Some(resource) = self.resource(current.resource_id).await? else {
-                return Ok(Err(not_found("resource", current.resource_id)));
-            };
-            if moved && let Err(error) = check_bookable(&resource, next.starts_at, next.ends_at) {
-                return Ok(Err(error));
-            }
-            let (start, end) = (micros(next.starts_at), micros(next.ends_at));
-            // Its own current hold does not count against it.
-            let holds = self.holds(resource.id, start, end, Some(id)).await?;
-            if !fits(holds, start, end, next.party_size, resource.capacity) {
-                return Ok(Err(full(&resource, next.party_size)));
-            }
-        }
-        query(
-            "UPDATE reservations SET starts_at = ?2, ends_at = ?3, party_size = ?4, notes = ?5, metadata = ?6, \
-             version = ?7, updated_at = ?8 WHERE id = ?1",
-        )
-        .bind(id.hyphenated().to_string())
-        .bind(micros(next.starts_at))
-        .bind(micros(next.ends_at))
-        .bind(i64::from(next.party_size))
-        .bind(&next.notes)
-        .bind(next.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()))
-        .bind(next.version)
-        .bind(micros(next.updated_at))
-        .execute(&mut self.conn)
-        .await?;
-        Ok(Ok(Outcome::Reservation(next, Change::Updated)))
-    }
-
-    async fn cancel_reservation(
-        &mut self,
-        principal: &Principal,
-        id: Uuid,
-        if_match: Option<&VersionMatch>,
-    ) -> anyhow::Result<OpResult> {
-        let Some(mut reservation) = self.owned(principal, id).await? else {
-            return Ok(Err(not_found("reservation", id)));
-        };
-        if let Err(error) = check_version(if_match, reservation.version) {
-            return Ok(Err(error));
-        }
-        match reservation.status {
-            Status::Cancelled => {
-                return Ok(Ok(Outcome::Reservation(reservation, Change::Unchanged)));
-            }
-            Status::Rejected => {
-                return Ok(Err(AppError::Conflict(format!(
-                    "reservation {id} was rejected and holds no capacity to cancel"
-                ))));
-            }
-            Status::Confirmed => {}
-        }
-        reservation.status = Status::Cancelled;
-        reservation.version += 1;
-        reservation.updated_at = now();
-        query("UPDATE reservations SET status = 'cancelled', version = ?2, updated_at = ?3 WHERE id = ?1")
-            .bind(id.hyphenated().to_string())
-            .bind(reservation.version)
-            .bind(micros(reservation.updated_at))
-            .execute(&mut self.conn)
-            .await?;
-        Ok(Ok(Outcome::Reservation(reservation, Change::Updated)))
     }
 }
 
@@ -823,5 +543,4 @@ fn take_job(slot: &mut Job) -> Job {
 }
 
 #[cfg(test)]
-#[path = "writer_tests.rs"]
 mod tests;

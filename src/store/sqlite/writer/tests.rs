@@ -19,7 +19,7 @@ async fn writer() -> (
     let dir = tempfile::tempdir().unwrap();
     let (_reads, conn) = open(&Config::with_data_dir(dir.path())).await.unwrap();
     let (stop, stopped) = watch::channel(false);
-    let (writer, task) = Writer::spawn(conn, stopped);
+    let (writer, task) = Writer::spawn(conn, stopped, None);
     (dir, writer, stop, task)
 }
 

@@ -1,0 +1,386 @@
+//! Background sync of local writes to PostgreSQL, the shared system of record.
+//!
+//! Requests never wait for Postgres: the writer commits each write with an
+//! outbox row, and this task sends the outbox in batches (one round trip per
+//! batch), woken by new writes and by a timer. Failures are retried forever
+//! with full-jitter exponential backoff; rows Postgres refuses for good are
+//! isolated by bisecting the batch and moved to the dead letters, so they never
+//! block the rows behind them. Outbox rows are deleted only after Postgres
+//! committed them, in the same SQLite transaction that records the outcome, so
+//! a crash at any instant re-sends at worst (and re-sending changes nothing).
+
+pub mod backoff;
+pub mod payload;
+
+use std::{
+    future::Future,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+use serde_json::Value;
+use tokio::{
+    sync::{Notify, watch},
+    task::JoinHandle,
+    time::MissedTickBehavior,
+};
+use uuid::Uuid;
+
+use crate::{
+    config::Config,
+    domain::{reservation::Status, time::now},
+    shutdown,
+    store::{
+        postgres::{Applied, Postgres, SyncError},
+        sqlite::{
+            Reads, Writer,
+            writer::{DeadLetter, EntityKind, Op, Rejection, SyncReport},
+        },
+    },
+};
+use backoff::Backoff;
+
+/// Settings of the sync task, from the configuration.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub batch: u32,
+    pub interval: Duration,
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Bound on the last flush at shutdown.
+    pub grace: Duration,
+    pub node_id: String,
+}
+
+impl SyncSettings {
+    pub fn from_config(config: &Config, node_id: String) -> SyncSettings {
+        SyncSettings {
+            batch: config.sync_batch,
+            interval: Duration::from_millis(config.sync_interval_ms),
+            backoff_min: Duration::from_millis(config.sync_backoff_min_ms),
+            backoff_max: Duration::from_millis(config.sync_backoff_max_ms),
+            grace: Duration::from_millis(config.shutdown_grace_ms),
+            node_id,
+        }
+    }
+}
+
+/// What the sync task has done so far, for `/v1/sync/status` and metrics.
+#[derive(Debug, Default)]
+pub struct SyncStats {
+    pub consecutive_failures: AtomicU64,
+    pub batches_sent: AtomicU64,
+    pub rows_sent: AtomicU64,
+    pub retries: AtomicU64,
+    pub conflicts: AtomicU64,
+    pub dead_letters_written: AtomicU64,
+    last_success_at: Mutex<Option<Timestamp>>,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SyncStats {
+    pub fn last_success_at(&self) -> Option<Timestamp> {
+        *self
+            .last_success_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+/// The running sync, as the rest of the service sees it.
+#[derive(Clone)]
+pub struct SyncHandle {
+    pub stats: Arc<SyncStats>,
+    pub postgres: Postgres,
+}
+
+struct Syncer {
+    postgres: Postgres,
+    reads: Reads,
+    writer: Writer,
+    wake: Arc<Notify>,
+    stats: Arc<SyncStats>,
+    settings: SyncSettings,
+    migrated: bool,
+    /// When the current failure streak started.
+    failing_since: Option<Instant>,
+}
+
+/// Starts the sync task. `wake` is what the writer notifies after commits
+/// that queued outbox rows; `stop` asks for a last flush and exit.
+pub fn spawn(
+    postgres: Postgres,
+    reads: Reads,
+    writer: Writer,
+    wake: Arc<Notify>,
+    settings: SyncSettings,
+    stop: watch::Receiver<bool>,
+) -> (SyncHandle, JoinHandle<()>) {
+    let stats = Arc::new(SyncStats::default());
+    let handle = SyncHandle {
+        stats: stats.clone(),
+        postgres: postgres.clone(),
+    };
+    let syncer = Syncer {
+        postgres,
+        reads,
+        writer,
+        wake,
+        stats,
+        settings,
+        migrated: false,
+        failing_since: None,
+    };
+    (handle, tokio::spawn(syncer.run(stop)))
+}
+
+impl Syncer {
+    async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        if let Err(error) = self.writer.submit(Op::QueueUnsynced, None).await {
+            tracing::error!(%error, "could not queue rows written before PostgreSQL was configured");
+        }
+        tracing::info!(postgres = self.postgres.display(), node = %self.settings.node_id, "sync to PostgreSQL started");
+        let mut tick = tokio::time::interval(self.settings.interval);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut backoff: Option<Backoff> = None;
+        'wait: loop {
+            tokio::select! {
+                _ = shutdown::requested(&mut stop) => break 'wait,
+                _ = self.wake.notified() => {}
+                _ = tick.tick() => {}
+            }
+            // Drain: keep sending while full batches come back.
+            loop {
+                match self.round().await {
+                    Ok(sent) => {
+                        backoff = None;
+                        if sent < self.settings.batch as usize {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        self.failed(&error);
+                        let delay = backoff
+                            .get_or_insert_with(|| {
+                                Backoff::new(self.settings.backoff_min, self.settings.backoff_max)
+                            })
+                            .next_delay();
+                        tokio::select! {
+                            _ = shutdown::requested(&mut stop) => break 'wait,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        self.stats.retries.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        self.final_flush().await;
+    }
+
+    /// One bounded attempt to send what is left; the rest stays queued for the
+    /// next start.
+    async fn final_flush(&mut self) {
+        let grace = self.settings.grace;
+        let flushed = tokio::time::timeout(grace, async {
+            loop {
+                match self.round().await {
+                    Ok(sent) if sent >= self.settings.batch as usize => continue,
+                    Ok(_) => return true,
+                    Err(error) => {
+                        self.failed(&error);
+                        return false;
+                    }
+                }
+            }
+        })
+        .await;
+        match flushed {
+            Ok(true) => tracing::info!("outbox flushed to PostgreSQL"),
+            _ => tracing::warn!(
+                ?grace,
+                "outbox not fully flushed at shutdown; the rest is sent on the next start"
+            ),
+        }
+    }
+
+    /// Sends one batch; returns how many outbox rows it covered.
+    async fn round(&mut self) -> Result<usize, SyncError> {
+        if !self.migrated {
+            self.postgres.migrate().await?;
+            self.migrated = true;
+            tracing::info!("PostgreSQL schema is up to date");
+        }
+        let batch = self
+            .reads
+            .outbox_batch(self.settings.batch)
+            .await
+            .map_err(|e| SyncError::Transient(format!("reading the outbox: {e}")))?;
+        if batch.entries == 0 {
+            self.succeeded();
+            return Ok(0);
+        }
+        let mut items: Vec<Item> = batch
+            .resources
+            .iter()
+            .map(|r| Item {
+                kind: EntityKind::Resource,
+                id: r.id,
+                version: r.version,
+                rejected_locally: false,
+                doc: payload::resource(r),
+            })
+            .collect();
+        items.extend(batch.reservations.iter().map(|r| Item {
+            kind: EntityKind::Reservation,
+            id: r.id,
+            version: r.version,
+            rejected_locally: r.status == Status::Rejected,
+            doc: payload::reservation(r),
+        }));
+        let mut report = SyncReport {
+            upto_seq: batch.upto_seq,
+            ..SyncReport::default()
+        };
+        self.send(&items, &mut report).await?;
+        let rows = items.len() as u64;
+        let conflicts = report.rejected.len() as u64;
+        let dead = report.dead.len() as u64;
+        self.writer
+            .submit(Op::SyncApplied(report), None)
+            .await
+            .map_err(|e| {
+                SyncError::Transient(format!("recording the sync outcome locally: {e}"))
+            })?;
+        self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+        self.stats.rows_sent.fetch_add(rows, Ordering::Relaxed);
+        self.stats.conflicts.fetch_add(conflicts, Ordering::Relaxed);
+        self.stats
+            .dead_letters_written
+            .fetch_add(dead, Ordering::Relaxed);
+        self.succeeded();
+        Ok(batch.entries)
+    }
+
+    /// Sends `items` in one call; on a permanent error, splits them in halves
+    /// until the offending row stands alone and dead-letters it.
+    fn send<'a>(
+        &'a self,
+        items: &'a [Item],
+        report: &'a mut SyncReport,
+    ) -> Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send + 'a>> {
+        Box::pin(async move {
+            let (resources, reservations): (Vec<&Item>, Vec<&Item>) = items
+                .iter()
+                .partition(|item| item.kind == EntityKind::Resource);
+            let docs = |items: Vec<&Item>| {
+                items
+                    .into_iter()
+                    .map(|i| i.doc.clone())
+                    .collect::<Vec<Value>>()
+            };
+            match self
+                .postgres
+                .apply_batch(
+                    &self.settings.node_id,
+                    &docs(resources),
+                    &docs(reservations),
+                )
+                .await
+            {
+                Ok(applied) => {
+                    record(items, applied, report);
+                    Ok(())
+                }
+                Err(SyncError::Permanent(error)) if items.len() == 1 => {
+                    let item = &items[0];
+                    tracing::error!(kind = item.kind.as_str(), id = %item.id, version = item.version, %error,
+                        "PostgreSQL refused a row for good; moved to the dead letters");
+                    report.dead.push(DeadLetter {
+                        kind: item.kind,
+                        id: item.id,
+                        version: item.version,
+                        error,
+                    });
+                    Ok(())
+                }
+                Err(SyncError::Permanent(_)) => {
+                    let (left, right) = items.split_at(items.len() / 2);
+                    self.send(left, report).await?;
+                    self.send(right, report).await
+                }
+                Err(transient) => Err(transient),
+            }
+        })
+    }
+
+    fn succeeded(&mut self) {
+        *self
+            .stats
+            .last_success_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(now());
+        let failures = self.stats.consecutive_failures.swap(0, Ordering::Relaxed);
+        if let Some(since) = self.failing_since.take() {
+            tracing::info!(failures, after = ?since.elapsed(), "sync to PostgreSQL recovered");
+        }
+    }
+
+    /// Logs once per failure streak, not once per retry.
+    fn failed(&mut self, error: &SyncError) {
+        let failures = self
+            .stats
+            .consecutive_failures
+            .fetch_add(1, Ordering::Relaxed)
+            + 1;
+        *self
+            .stats
+            .last_error
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(error.to_string());
+        if self.failing_since.is_none() {
+            self.failing_since = Some(Instant::now());
+            tracing::warn!(%error, failures, "sync to PostgreSQL is failing; retrying with backoff");
+        }
+    }
+}
+
+/// One entity of a batch, ready to send.
+struct Item {
+    kind: EntityKind,
+    id: Uuid,
+    version: i64,
+    rejected_locally: bool,
+    doc: Value,
+}
+
+/// Turns Postgres's per-reservation outcomes into the local report.
+fn record(items: &[Item], applied: Vec<Applied>, report: &mut SyncReport) {
+    for outcome in applied {
+        if outcome.status == Status::Rejected.as_str() {
+            let known = items
+                .iter()
+                .any(|i| i.id == outcome.id && i.rejected_locally);
+            if !known {
+                report.rejected.push(Rejection {
+                    id: outcome.id,
+                    version: outcome.version,
+                    reason: outcome.reason,
+                });
+                continue;
+            }
+        }
+        report.synced.push((outcome.id, outcome.version));
+    }
+}
