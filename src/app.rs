@@ -19,15 +19,17 @@ use crate::{
     config::Config,
     domain::{
         auth::{ADMIN_USER, KeyHash, Principal, Role, UserId, generate_key, hash_key},
+        quota::QuotaLimits,
         time::{micros, now},
     },
     error::AppResult,
     http,
+    http::{layers::HttpSettings, rate_limit::KeyRateLimit},
     store::{
         postgres::Postgres,
         sqlite::{
             self, Reads, Writer,
-            writer::{Idempotency, Op},
+            writer::{Idempotency, Op, WriterConfig},
         },
     },
     sync::{self, SyncHandle, SyncSettings},
@@ -55,10 +57,15 @@ pub struct AppState {
     pub sync: Option<SyncHandle>,
     /// Recorded as `origin_node` on the rows this node creates.
     pub node_id: String,
+    pub started: std::time::Instant,
+    /// HTTP settings the middleware reads.
+    pub http: HttpSettings,
     /// Hash of `RESERVOIR_ADMIN_TOKEN`, when configured.
     admin_hash: Option<KeyHash>,
     /// Resolved keys, so authentication costs no query on the hot path.
     keys: Cache<KeyHash, Principal>,
+    /// Requests per second per non-admin key.
+    key_rate: Option<KeyRateLimit>,
 }
 
 impl std::ops::Deref for App {
@@ -79,15 +86,29 @@ impl App {
         http::render::respond(self.writer.submit(op, idempotency).await)
     }
 
-    /// Resolves a bearer key to its principal; `None` for unknown keys.
+    /// Resolves a bearer key to its principal (`None` for unknown keys) and
+    /// applies the per-key request rate, from which admin keys are exempt.
     pub async fn authenticate(&self, token: &str) -> AppResult<Option<Principal>> {
         let hash = hash_key(token);
         if self.admin_hash == Some(hash) {
             return Ok(Some(Principal::admin()));
         }
-        if let Some(principal) = self.keys.get(&hash).await {
-            return Ok(Some(principal));
+        let principal = match self.keys.get(&hash).await {
+            Some(principal) => principal,
+            None => match self.lookup_key(hash).await? {
+                Some(principal) => principal,
+                None => return Ok(None),
+            },
+        };
+        if !principal.is_admin()
+            && let Some(limit) = &self.key_rate
+        {
+            limit.check(&hash)?;
         }
+        Ok(Some(principal))
+    }
+
+    async fn lookup_key(&self, hash: KeyHash) -> AppResult<Option<Principal>> {
         let Some((user_id, role)) = self.reads.api_key(&hash).await? else {
             return Ok(None);
         };
@@ -115,6 +136,7 @@ pub struct Service {
 
 impl Service {
     pub async fn start(config: &Config) -> anyhow::Result<Service> {
+        crate::telemetry::prometheus();
         let postgres = config
             .postgres_url
             .as_deref()
@@ -125,7 +147,16 @@ impl Service {
         let (stop, stopped) = watch::channel(false);
         let (stop_sync, sync_stopped) = watch::channel(false);
         let wake = postgres.as_ref().map(|_| Arc::new(Notify::new()));
-        let (writer, writer_task) = Writer::spawn(write_conn, stopped.clone(), wake.clone());
+        let quotas = QuotaLimits {
+            per_hour: config.limit_user_per_hour,
+            per_day: config.limit_user_per_day,
+            per_resource_day: config.limit_user_resource_per_day,
+        };
+        let writer_config = WriterConfig {
+            sync: wake.clone(),
+            quotas,
+        };
+        let (writer, writer_task) = Writer::spawn(write_conn, stopped.clone(), writer_config);
         let (sync, sync_task) = match (postgres, wake) {
             (Some(postgres), Some(wake)) => {
                 let settings = SyncSettings::from_config(config, node_id.clone());
@@ -147,21 +178,24 @@ impl Service {
             writer,
             sync,
             node_id,
+            started: std::time::Instant::now(),
+            http: HttpSettings::from_config(config)?,
             admin_hash,
             keys: Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(KEY_CACHE_TTL)
                 .build(),
+            key_rate: KeyRateLimit::new(config.rate_per_key, config.rate_burst),
         }));
         if admin_hash.is_none() {
             bootstrap_admin_key(&app, &config.data_dir).await?;
         }
-        let purge = tokio::spawn(purge_idempotency_keys(app.clone(), stopped));
+        let upkeep = tokio::spawn(housekeeping(app.clone(), stopped));
         Ok(Service {
             app,
             sync_task,
             stop_sync,
-            tasks: vec![purge, writer_task],
+            tasks: vec![upkeep, writer_task],
             stop,
         })
     }
@@ -294,13 +328,20 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
     Ok(id)
 }
 
-/// Forgets Idempotency-Key answers older than a day, hourly.
-async fn purge_idempotency_keys(app: App, mut stopped: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(PURGE_EVERY);
+/// Periodic upkeep: forget Idempotency-Key answers older than a day
+/// (hourly) and rate-limit state of idle keys (every minute).
+async fn housekeeping(app: App, mut stopped: watch::Receiver<bool>) {
+    let mut minute = tokio::time::interval(Duration::from_secs(60));
+    let mut hour = tokio::time::interval(PURGE_EVERY);
     loop {
         tokio::select! {
             _ = crate::shutdown::requested(&mut stopped) => return,
-            _ = tick.tick() => {
+            _ = minute.tick() => {
+                if let Some(limit) = &app.key_rate {
+                    limit.forget_idle();
+                }
+            }
+            _ = hour.tick() => {
                 let before = micros(now()) - IDEMPOTENCY_TTL.as_micros() as i64;
                 if let Err(error) = app.writer.submit(Op::PurgeIdempotency { before }, None).await {
                     tracing::warn!(%error, "purging old idempotency keys failed");

@@ -66,6 +66,39 @@ pub struct Config {
     #[arg(long, env = "RESERVOIR_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// Longest a request may take before it is answered 503.
+    #[arg(long, env = "RESERVOIR_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub request_timeout_ms: u64,
+
+    /// Origins allowed by CORS, comma-separated (e.g.
+    /// `https://app.example.com`), or `*`. None by default.
+    #[arg(long, env = "RESERVOIR_CORS_ORIGINS", value_delimiter = ',', num_args = 0..)]
+    pub cors_origins: Vec<String>,
+
+    /// Requests per second per API key (0 = no limit). Admin keys are exempt.
+    #[arg(long, env = "RESERVOIR_RATE_PER_KEY", default_value_t = 50)]
+    pub rate_per_key: u32,
+
+    /// Burst allowed above the per-key rate.
+    #[arg(long, env = "RESERVOIR_RATE_BURST", default_value_t = 100)]
+    pub rate_burst: u32,
+
+    /// Bookings per user in any hour (0 = no limit).
+    #[arg(long, env = "RESERVOIR_LIMIT_USER_PER_HOUR", default_value_t = 10)]
+    pub limit_user_per_hour: u32,
+
+    /// Bookings per user in any 24 hours (0 = no limit).
+    #[arg(long, env = "RESERVOIR_LIMIT_USER_PER_DAY", default_value_t = 50)]
+    pub limit_user_per_day: u32,
+
+    /// Bookings per user on one resource in any 24 hours (0 = no limit).
+    #[arg(
+        long,
+        env = "RESERVOIR_LIMIT_USER_RESOURCE_PER_DAY",
+        default_value_t = 3
+    )]
+    pub limit_user_resource_per_day: u32,
+
     /// Log output format.
     #[arg(long, env = "RESERVOIR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Pretty)]
     pub log_format: LogFormat,
@@ -84,6 +117,16 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// The same configuration with every rate limit and booking quota off
+    /// (tests that are not about limits).
+    pub fn without_limits(mut self) -> Self {
+        self.rate_per_key = 0;
+        self.limit_user_per_hour = 0;
+        self.limit_user_per_day = 0;
+        self.limit_user_resource_per_day = 0;
+        self
+    }
+
     /// A configuration with every default and the given data directory,
     /// ignoring the process environment. Used by tests and benches.
     pub fn with_data_dir(data_dir: impl Into<PathBuf>) -> Self {
@@ -100,6 +143,13 @@ impl Config {
             sync_backoff_max_ms: 30_000,
             shutdown_grace_ms: 10_000,
             node_id: None,
+            request_timeout_ms: 10_000,
+            cors_origins: Vec::new(),
+            rate_per_key: 50,
+            rate_burst: 100,
+            limit_user_per_hour: 10,
+            limit_user_per_day: 50,
+            limit_user_resource_per_day: 3,
             log_format: LogFormat::Pretty,
         }
     }

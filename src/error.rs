@@ -31,6 +31,11 @@ pub enum AppError {
     PreconditionFailed(String),
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
+    #[error("{detail}")]
+    RateLimited {
+        detail: String,
+        retry_after_secs: u64,
+    },
     #[error("{0}")]
     Unavailable(String),
     /// Shared so that one storage failure can be reported to every request it
@@ -83,6 +88,7 @@ impl AppError {
             AppError::IdempotencyKeyReused => {
                 (422, "idempotency-key-reused", "Idempotency Key Reused")
             }
+            AppError::RateLimited { .. } => (429, "rate-limited", "Too Many Requests"),
             AppError::Unavailable(_) => (503, "unavailable", "Service Unavailable"),
             AppError::Internal(_) => (500, "internal", "Internal Server Error"),
         }

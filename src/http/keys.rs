@@ -1,10 +1,14 @@
 //! `POST /v1/keys`: admins issue API keys. The key is shown once, in the
 //! response; only its hash is stored.
 
-use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
+use axum::{Json, extract::State, http::StatusCode};
 use serde_json::{Value, json};
+use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::extract::{Auth, JsonBody};
+use super::{
+    extract::{Auth, JsonBody},
+    schemas::{IssuedKey, JsonBodyErrors, NewKey, Problem, V1Errors},
+};
 use crate::{
     App,
     domain::{
@@ -15,10 +19,27 @@ use crate::{
     store::sqlite::writer::Op,
 };
 
-pub fn router() -> Router<App> {
-    Router::new().route("/v1/keys", post(create_key))
+pub fn router() -> OpenApiRouter<App> {
+    OpenApiRouter::new().routes(routes!(create_key))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    tag = "keys",
+    operation_id = "createKey",
+    summary = "Issue an API key (admin)",
+    description = "Issues a key for `user_id` with `role` (default `user`). The key is shown only in this response; only its SHA-256 hash is stored.",
+    security(("bearer" = [])),
+    request_body(content = NewKey, content_type = "application/json"),
+    responses(
+        (status = 201, description = "The new key.", body = IssuedKey),
+        (status = 403, description = "The caller is not an admin (`forbidden`).", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid or unknown fields (`validation`).", body = Problem, content_type = "application/problem+json"),
+        JsonBodyErrors,
+        V1Errors,
+    )
+)]
 async fn create_key(
     State(app): State<App>,
     auth: Auth,

@@ -38,7 +38,9 @@ pub async fn spawn_app() -> TestApp {
 
 /// A server on an existing data directory (e.g. one kept by [`TestApp::stop`]).
 pub async fn spawn_app_on(data_dir: TempDir) -> TestApp {
-    let mut config = Config::with_data_dir(data_dir.path());
+    // Quotas and request rates would trip the many bookings tests make;
+    // the rate-limit tests turn them back on.
+    let mut config = Config::with_data_dir(data_dir.path()).without_limits();
     config.admin_token = Some(ADMIN_TOKEN.to_owned());
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
@@ -383,4 +385,39 @@ pub async fn send(builder: RequestBuilder) -> Reply {
 /// The ids of a list of JSON objects.
 pub fn ids(items: &[Value]) -> Vec<String> {
     items.iter().map(id_of).collect()
+}
+
+/// A fresh server on a fresh data directory, with `configure` applied to the
+/// test configuration (admin token set) before it starts.
+pub async fn spawn_app_with(configure: impl FnOnce(&mut Config)) -> TestApp {
+    let data_dir = tempfile::tempdir().expect("create temp data dir");
+    spawn_app_on_with(data_dir, configure).await
+}
+
+/// [`spawn_app_on`] with `configure` applied to the configuration.
+pub async fn spawn_app_on_with(data_dir: TempDir, configure: impl FnOnce(&mut Config)) -> TestApp {
+    // Quotas and request rates would trip the many bookings tests make;
+    // the rate-limit tests turn them back on.
+    let mut config = Config::with_data_dir(data_dir.path()).without_limits();
+    config.admin_token = Some(ADMIN_TOKEN.to_owned());
+    configure(&mut config);
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind listener");
+    let port = listener.local_addr().unwrap().port();
+    let (shutdown, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(reservoir::launch(config, listener, async move {
+        let _ = stopped.await;
+    }));
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        admin_token: ADMIN_TOKEN.to_owned(),
+        client: Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .expect("build HTTP client"),
+        data_dir,
+        shutdown,
+        server,
+    }
 }

@@ -36,6 +36,7 @@ use uuid::Uuid;
 use crate::{
     domain::{
         auth::{KeyHash, Principal, Role, UserId},
+        quota::{BookingQuotas, QuotaLimits},
         reservation::{NewReservation, Reservation, ReservationPatch},
         resource::{NewResource, Resource, ResourcePatch},
         schedule::is_open_for,
@@ -63,6 +64,18 @@ pub(super) const RESOURCE_CACHE: usize = 10_000;
 pub struct Booking {
     pub new: NewReservation,
     pub user_id: UserId,
+    /// Made with an admin key: not subject to booking quotas.
+    pub exempt: bool,
+}
+
+/// How the writer is set up.
+#[derive(Debug, Clone, Default)]
+pub struct WriterConfig {
+    /// PostgreSQL is configured: every write also queues an outbox row, and
+    /// this is notified after each commit that queued one.
+    pub sync: Option<Arc<Notify>>,
+    /// Booking quotas per user.
+    pub quotas: QuotaLimits,
 }
 
 /// A write the service can make.
@@ -178,14 +191,13 @@ pub struct WriterStats {
 
 impl Writer {
     /// Starts the writer on `conn`. It stops once `shutdown` turns true and the
-    /// jobs already queued are committed. With `sync` (PostgreSQL configured),
-    /// every write also queues an outbox row, and `sync` is notified after
-    /// each commit that queued one.
+    /// jobs already queued are committed.
     pub fn spawn(
         conn: SqliteConnection,
         shutdown: watch::Receiver<bool>,
-        sync: Option<Arc<Notify>>,
+        config: WriterConfig,
     ) -> (Writer, JoinHandle<()>) {
+        let WriterConfig { sync, quotas } = config;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
         let task = WriterTask {
@@ -197,6 +209,7 @@ impl Writer {
             outbox: Vec::new(),
             outbox_written: false,
             sync_notify: sync,
+            quotas: BookingQuotas::new(quotas),
         };
         let handle = tokio::spawn(task.run(queue, shutdown));
         (Writer { jobs, stats }, handle)
@@ -249,6 +262,7 @@ pub(super) struct WriterTask {
     /// Whether the open transaction queued anything (to wake the sync task).
     outbox_written: bool,
     sync_notify: Option<Arc<Notify>>,
+    quotas: BookingQuotas,
 }
 
 impl WriterTask {
@@ -301,7 +315,11 @@ impl WriterTask {
             .into_iter()
             .map(|job| ((job.op, job.idempotency), job.reply))
             .unzip();
-        match self.transaction(&work).await {
+        let result = self.transaction(&work).await;
+        metrics::histogram!("reservoir_writer_group_size").record(work.len() as f64);
+        metrics::histogram!("reservoir_writer_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match result {
             Ok(results) => {
                 tracing::trace!(size = work.len(), elapsed = ?started.elapsed(), "group committed");
                 for (reply, result) in replies.into_iter().zip(results) {

@@ -56,6 +56,15 @@ impl WriterTask {
             return Ok(Err(full(&resource, new.party_size)));
         }
         let at = now();
+        if !booking.exempt
+            && let Err(over) = self.quotas.check(user_id, resource.id, micros(at))
+        {
+            metrics::counter!("reservoir_rate_limited_total", "limit" => over.quota).increment(1);
+            return Ok(Err(AppError::RateLimited {
+                detail: format!("{} is limited to {}", over.quota, over.limit),
+                retry_after_secs: over.retry_after_secs,
+            }));
+        }
         let reservation = Reservation {
             id: new.id.unwrap_or_else(Uuid::now_v7),
             resource_id: resource.id,
@@ -71,6 +80,9 @@ impl WriterTask {
             created_at: at,
             updated_at: at,
         };
+        if !booking.exempt {
+            self.quotas.record(user_id, resource.id, micros(at));
+        }
         self.enqueue(EntityKind::Reservation, reservation.id, reservation.version);
         self.pending.push(PendingInsert {
             reservation: reservation.clone(),

@@ -19,7 +19,7 @@ async fn writer() -> (
     let dir = tempfile::tempdir().unwrap();
     let (_reads, conn) = open(&Config::with_data_dir(dir.path())).await.unwrap();
     let (stop, stopped) = watch::channel(false);
-    let (writer, task) = Writer::spawn(conn, stopped, None);
+    let (writer, task) = Writer::spawn(conn, stopped, WriterConfig::default());
     (dir, writer, stop, task)
 }
 
@@ -44,6 +44,7 @@ fn booking(resource_id: Uuid, hour: u32) -> Op {
     Op::CreateReservation(Booking {
         new,
         user_id: UserId::parse("alice").unwrap(),
+        exempt: false,
     })
 }
 

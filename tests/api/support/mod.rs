@@ -1,0 +1,4 @@
+//! Test infrastructure beyond the HTTP helpers: PostgreSQL servers and
+//! databases for the sync tests.
+
+pub mod postgres;
