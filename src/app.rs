@@ -7,19 +7,22 @@ use std::{
 };
 
 use anyhow::Context;
-use moka::future::Cache;
 use sqlx::query_scalar;
 use tokio::{
     net::TcpListener,
     sync::{Notify, watch},
     task::JoinHandle,
 };
+use uuid::Uuid;
 
 use crate::{
+    cache::{Cache, CacheSettings, remote::Remote},
     config::Config,
     domain::{
         auth::{ADMIN_USER, KeyHash, Principal, Role, UserId, generate_key, hash_key},
         quota::QuotaLimits,
+        reservation::Reservation,
+        resource::Resource,
         time::{micros, now},
     },
     error::AppResult,
@@ -43,6 +46,8 @@ pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 const IDEMPOTENCY_TTL: Duration = Duration::from_secs(24 * 3600);
 /// How often forgotten Idempotency-Keys are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// Longest a read waits for PostgreSQL when asked for an id unknown here.
+const POSTGRES_LOOKUP: Duration = Duration::from_millis(500);
 /// How long a resolved key is trusted without asking SQLite again.
 const KEY_CACHE_TTL: Duration = Duration::from_secs(300);
 
@@ -55,6 +60,7 @@ pub struct AppState {
     pub writer: Writer,
     /// Present when PostgreSQL is configured.
     pub sync: Option<SyncHandle>,
+    pub cache: Arc<Cache>,
     /// Recorded as `origin_node` on the rows this node creates.
     pub node_id: String,
     pub started: std::time::Instant,
@@ -63,7 +69,7 @@ pub struct AppState {
     /// Hash of `RESERVOIR_ADMIN_TOKEN`, when configured.
     admin_hash: Option<KeyHash>,
     /// Resolved keys, so authentication costs no query on the hot path.
-    keys: Cache<KeyHash, Principal>,
+    keys: moka::future::Cache<KeyHash, Principal>,
     /// Requests per second per non-admin key.
     key_rate: Option<KeyRateLimit>,
 }
@@ -84,6 +90,44 @@ impl App {
         idempotency: Option<Idempotency>,
     ) -> axum::response::Response {
         http::render::respond(self.writer.submit(op, idempotency).await)
+    }
+
+    /// A reservation by id: cache, local SQLite, then (for ids this node has
+    /// never seen) PostgreSQL, storing what it finds so the next read is local.
+    pub async fn reservation(&self, id: Uuid) -> AppResult<Option<Arc<Reservation>>> {
+        self.cache
+            .reservation(id, || self.load_reservation(id))
+            .await
+    }
+
+    async fn load_reservation(&self, id: Uuid) -> AppResult<Option<Reservation>> {
+        if let Some(found) = self.reads.reservation(id).await? {
+            return Ok(Some(found));
+        }
+        let Some(sync) = &self.sync else {
+            return Ok(None);
+        };
+        match sync.postgres.fetch(id, POSTGRES_LOOKUP).await {
+            Ok(Some((remote, resource))) => {
+                let found = remote.reservation.clone();
+                let store = Op::ApplyRemote {
+                    resources: vec![resource],
+                    reservations: vec![remote],
+                };
+                self.writer.submit(store, None).await?;
+                Ok(Some(found))
+            }
+            Ok(None) => Ok(None),
+            Err(error) => {
+                tracing::debug!(%error, %id, "PostgreSQL lookup of an unknown reservation failed");
+                Ok(None)
+            }
+        }
+    }
+
+    /// A resource by id: cache, then local SQLite.
+    pub async fn resource(&self, id: Uuid) -> AppResult<Option<Arc<Resource>>> {
+        self.cache.resource(id, || self.reads.resource(id)).await
     }
 
     /// Resolves a bearer key to its principal (`None` for unknown keys) and
@@ -152,9 +196,31 @@ impl Service {
             per_day: config.limit_user_per_day,
             per_resource_day: config.limit_user_resource_per_day,
         };
+        let remote = config
+            .redis_url
+            .as_deref()
+            .map(|url| {
+                Remote::new(
+                    url,
+                    Duration::from_millis(config.redis_timeout_ms),
+                    Duration::from_millis(config.redis_ttl_ms),
+                )
+            })
+            .transpose()?;
+        let cache_settings = CacheSettings {
+            max_entries: config.cache_max_entries,
+            ttl: Duration::from_millis(config.cache_ttl_ms),
+            node_id: node_id.clone(),
+        };
+        let (cache, cache_tasks) = Cache::start(cache_settings, remote, stopped.clone());
+        let hook_cache = cache.clone();
         let writer_config = WriterConfig {
             sync: wake.clone(),
             quotas,
+            on_commit: Some(Arc::new(move |changes| {
+                let cache = hook_cache.clone();
+                Box::pin(async move { cache.committed(&changes).await })
+            })),
         };
         let (writer, writer_task) = Writer::spawn(write_conn, stopped.clone(), writer_config);
         let (sync, sync_task) = match (postgres, wake) {
@@ -177,11 +243,12 @@ impl Service {
             reads,
             writer,
             sync,
+            cache,
             node_id,
             started: std::time::Instant::now(),
             http: HttpSettings::from_config(config)?,
             admin_hash,
-            keys: Cache::builder()
+            keys: moka::future::Cache::builder()
                 .max_capacity(100_000)
                 .time_to_live(KEY_CACHE_TTL)
                 .build(),
@@ -195,7 +262,10 @@ impl Service {
             app,
             sync_task,
             stop_sync,
-            tasks: vec![upkeep, writer_task],
+            tasks: std::iter::once(upkeep)
+                .chain(std::iter::once(writer_task))
+                .chain(cache_tasks)
+                .collect(),
             stop,
         })
     }

@@ -66,6 +66,27 @@ pub struct Config {
     #[arg(long, env = "RESERVOIR_NODE_ID")]
     pub node_id: Option<String>,
 
+    /// Redis shared by all nodes (L2 cache and cross-node invalidations).
+    /// Unset: the in-memory cache only.
+    #[arg(long, env = "RESERVOIR_REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<String>,
+
+    /// Longest any Redis call may take before it counts as failed.
+    #[arg(long, env = "RESERVOIR_REDIS_TIMEOUT_MS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_timeout_ms: u64,
+
+    /// Entries in the in-memory (L1) cache, per kind.
+    #[arg(long, env = "RESERVOIR_CACHE_MAX_ENTRIES", default_value_t = 100_000)]
+    pub cache_max_entries: u64,
+
+    /// How long an L1 entry lives.
+    #[arg(long, env = "RESERVOIR_CACHE_TTL_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub cache_ttl_ms: u64,
+
+    /// How long an L2 (Redis) entry lives.
+    #[arg(long, env = "RESERVOIR_REDIS_TTL_MS", default_value_t = 300_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub redis_ttl_ms: u64,
+
     /// Longest a request may take before it is answered 503.
     #[arg(long, env = "RESERVOIR_REQUEST_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub request_timeout_ms: u64,
@@ -143,6 +164,11 @@ impl Config {
             sync_backoff_max_ms: 30_000,
             shutdown_grace_ms: 10_000,
             node_id: None,
+            redis_url: None,
+            redis_timeout_ms: 25,
+            cache_max_entries: 100_000,
+            cache_ttl_ms: 60_000,
+            redis_ttl_ms: 300_000,
             request_timeout_ms: 10_000,
             cors_origins: Vec::new(),
             rate_per_key: 50,

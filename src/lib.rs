@@ -5,6 +5,7 @@
 //! [`launch`] runs the whole service on a listener until `shutdown` resolves,
 //! so the binary, the integration tests and the benches run the same code.
 
+pub mod cache;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -26,6 +26,7 @@ CREATE TABLE reservations (
     status        text NOT NULL CHECK (status IN ('confirmed', 'cancelled', 'rejected')),
     version       bigint NOT NULL,
     reject_reason text,
+    request_hash  text,                     -- fingerprint of the create request (client-id retries on any node)
     notes         text,
     metadata      jsonb,
     origin_node   text NOT NULL,
@@ -99,7 +100,7 @@ BEGIN
         FROM jsonb_array_elements(reservation_rows) WITH ORDINALITY AS e(doc, ord),
              jsonb_to_record(e.doc) AS x(id uuid, resource_id uuid, user_id text, starts_at bigint,
                  ends_at bigint, party_size integer, status text, version bigint, notes text,
-                 metadata jsonb, created_at bigint, updated_at bigint)
+                 metadata jsonb, request_hash text, created_at bigint, updated_at bigint)
         ORDER BY e.ord
     LOOP
         SELECT s.version, s.status, s.starts_at, s.ends_at, s.party_size, s.reject_reason
@@ -156,10 +157,10 @@ BEGIN
         END IF;
 
         INSERT INTO reservations AS s (id, resource_id, user_id, starts_at, ends_at, party_size, status,
-                                       version, reject_reason, notes, metadata, origin_node,
+                                       version, reject_reason, request_hash, notes, metadata, origin_node,
                                        created_at, updated_at)
         VALUES (r.id, r.resource_id, r.user_id, reservoir_instant(r.starts_at), reservoir_instant(r.ends_at),
-                r.party_size, new_status, new_version, new_reason, r.notes, r.metadata, node,
+                r.party_size, new_status, new_version, new_reason, r.request_hash, r.notes, r.metadata, node,
                 reservoir_instant(r.created_at), reservoir_instant(r.updated_at))
         ON CONFLICT ON CONSTRAINT reservations_pkey DO UPDATE
             SET starts_at = excluded.starts_at, ends_at = excluded.ends_at, party_size = excluded.party_size,

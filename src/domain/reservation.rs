@@ -3,7 +3,7 @@
 //! capacity rule itself lives in `capacity` and is enforced by the writer.
 
 use jiff::Timestamp;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -19,7 +19,7 @@ pub const MAX_NOTES_CHARS: usize = 2000;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 pub const MAX_PARTY_SIZE: i64 = 1_000_000;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Confirmed,
@@ -52,7 +52,7 @@ impl Status {
 }
 
 /// Where a reservation stands relative to the central database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SyncState {
     /// No central database is configured.
@@ -83,7 +83,7 @@ impl SyncState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reservation {
     pub id: Uuid,
     pub resource_id: Uuid,

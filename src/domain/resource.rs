@@ -3,7 +3,7 @@
 //! booking on them is checked against.
 
 use jiff::{Timestamp, tz::TimeZone};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -14,7 +14,8 @@ use super::{
 
 pub const MAX_CAPACITY: i64 = 1_000_000;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "StoredResource")]
 pub struct Resource {
     pub id: Uuid,
     pub name: String,
@@ -29,6 +30,38 @@ pub struct Resource {
     /// the name up again.
     #[serde(skip)]
     pub tz: TimeZone,
+}
+
+/// A resource as serialized (the cache stores it so); the zone is resolved
+/// again on the way back in.
+#[derive(Deserialize)]
+struct StoredResource {
+    id: Uuid,
+    name: String,
+    capacity: u32,
+    timezone: String,
+    slot_minutes: u16,
+    opening_hours: Option<OpeningHours>,
+    version: i64,
+    created_at: Timestamp,
+    updated_at: Timestamp,
+}
+
+impl From<StoredResource> for Resource {
+    fn from(s: StoredResource) -> Resource {
+        Resource {
+            id: s.id,
+            tz: resolve_timezone(&s.timezone),
+            name: s.name,
+            capacity: s.capacity,
+            timezone: s.timezone,
+            slot_minutes: s.slot_minutes,
+            opening_hours: s.opening_hours,
+            version: s.version,
+            created_at: s.created_at,
+            updated_at: s.updated_at,
+        }
+    }
 }
 
 /// A validated `POST /v1/resources` body.

@@ -236,7 +236,6 @@ async fn read(
     headers: HeaderMap,
 ) -> Result<Response, AppError> {
     let reservation = app
-        .reads
         .reservation(id)
         .await?
         .filter(|r| principal.owns(&r.user_id))

@@ -1,6 +1,13 @@
 //! Resources and their availability: `/v1/resources...`.
 
-use axum::{Json, extract::State, http::HeaderMap, response::Response};
+use std::sync::Arc;
+
+use axum::{
+    Json,
+    extract::State,
+    http::HeaderMap,
+    response::{IntoResponse, Response},
+};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
@@ -230,7 +237,7 @@ async fn availability(
     _: Auth,
     PathId(id): PathId,
     Query(mut query): Query,
-) -> Result<Json<Availability>, AppError> {
+) -> Result<Response, AppError> {
     let from = query.required("from", instant_str);
     let to = query.required("to", instant_str);
     let party_size = query
@@ -253,6 +260,17 @@ async fn availability(
     let (Some(from), Some(to)) = (from, to) else {
         unreachable!("finish() fails when a required parameter is missing")
     };
+    let window = (micros(from), micros(to), party_size);
+    if let Some(body) = app
+        .cache
+        .availability(id, window.0, window.1, party_size)
+        .await
+    {
+        return Ok(json_bytes(body));
+    }
+    // The generation is read before the resource and the holds: a change to
+    // either after this point keeps the answer out of the cache.
+    let (windows, generation) = app.cache.availability_generation(id).await;
     let resource = find(&app, id).await?;
     let profile = LoadProfile::new(app.reads.holds(id, micros(from), micros(to)).await?);
     let slots = slots(
@@ -273,17 +291,39 @@ async fn availability(
         })
     })
     .collect();
-    Ok(Json(Availability {
-        resource_id: resource.id,
-        timezone: resource.timezone,
-        slot_minutes: resource.slot_minutes,
-        slots,
-    }))
+    let body = Arc::new(
+        serde_json::to_vec(&Availability {
+            resource_id: resource.id,
+            timezone: resource.timezone.clone(),
+            slot_minutes: resource.slot_minutes,
+            slots,
+        })
+        .map_err(anyhow::Error::from)?,
+    );
+    app.cache
+        .store_availability(&windows, generation, window, body.clone());
+    Ok(json_bytes(body))
 }
 
-async fn find(app: &App, id: Uuid) -> Result<Resource, AppError> {
-    app.reads
-        .resource(id)
+fn json_bytes(body: Arc<Vec<u8>>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Bytes::from_owner(ArcBytes(body)),
+    )
+        .into_response()
+}
+
+/// Lets a cached answer be sent without copying it.
+struct ArcBytes(Arc<Vec<u8>>);
+
+impl AsRef<[u8]> for ArcBytes {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+async fn find(app: &App, id: Uuid) -> Result<Arc<Resource>, AppError> {
+    app.resource(id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("resource {id} not found")))
 }

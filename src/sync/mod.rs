@@ -242,33 +242,37 @@ impl Syncer {
                 doc: payload::resource(r),
             })
             .collect();
-        items.extend(batch.reservations.iter().map(|r| Item {
+        items.extend(batch.reservations.iter().map(|(r, request_hash)| Item {
             kind: EntityKind::Reservation,
             id: r.id,
             version: r.version,
             rejected_locally: r.status == Status::Rejected,
-            doc: payload::reservation(r),
+            doc: payload::reservation(r, request_hash),
         }));
         let mut report = SyncReport {
             upto_seq: batch.upto_seq,
             ..SyncReport::default()
         };
         self.send(&items, &mut report).await?;
-        let rows = items.len() as u64;
-        let conflicts = report.rejected.len() as u64;
-        let dead = report.dead.len() as u64;
+        // Counted once Postgres has the rows, before the outbox rows go: a
+        // reader that sees the outbox empty also sees these counters moved.
+        let stats = &self.stats;
+        stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+        stats
+            .rows_sent
+            .fetch_add(items.len() as u64, Ordering::Relaxed);
+        stats
+            .conflicts
+            .fetch_add(report.rejected.len() as u64, Ordering::Relaxed);
+        stats
+            .dead_letters_written
+            .fetch_add(report.dead.len() as u64, Ordering::Relaxed);
         self.writer
             .submit(Op::SyncApplied(report), None)
             .await
             .map_err(|e| {
                 SyncError::Transient(format!("recording the sync outcome locally: {e}"))
             })?;
-        self.stats.batches_sent.fetch_add(1, Ordering::Relaxed);
-        self.stats.rows_sent.fetch_add(rows, Ordering::Relaxed);
-        self.stats.conflicts.fetch_add(conflicts, Ordering::Relaxed);
-        self.stats
-            .dead_letters_written
-            .fetch_add(dead, Ordering::Relaxed);
         self.succeeded();
         Ok(batch.entries)
     }

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::domain::{reservation::Reservation, resource::Resource, time::micros};
 
-pub fn reservation(r: &Reservation) -> Value {
+pub fn reservation(r: &Reservation, request_hash: &str) -> Value {
     json!({
         "id": r.id,
         "resource_id": r.resource_id,
@@ -17,6 +17,7 @@ pub fn reservation(r: &Reservation) -> Value {
         "version": r.version,
         "notes": r.notes,
         "metadata": r.metadata,
+        "request_hash": request_hash,
         "created_at": micros(r.created_at),
         "updated_at": micros(r.updated_at),
     })

@@ -367,14 +367,17 @@ async fn bookings_per_user_and_resource_per_day_default_to_three() {
 
 #[tokio::test]
 async fn a_request_over_the_timeout_is_a_503_problem() {
-    // 1 ms is far below what parsing and checking a 500-item batch takes
-    // (each item names a resource the writer has to look up).
-    let app = spawn_app_with(|config| config.request_timeout_ms = 1).await;
-    let missing = uuid::Uuid::new_v4().to_string();
+    // Set up on a normal server, then restart with a 1 ms timeout: far below
+    // what 500 capacity checks and inserts take.
+    let setup = spawn_app().await;
+    let resource = setup.new_resource(1000).await;
+    let data_dir = setup.stop().await;
+    let app =
+        crate::helpers::spawn_app_on_with(data_dir, |config| config.request_timeout_ms = 1).await;
     let items: Vec<Value> = (0..500)
         .map(|i| {
             let start = format!("2031-01-01T{:02}:{:02}:00Z", i / 60 % 24, i % 60);
-            reservation_body(&missing, &start, "2031-01-02T00:00:00Z")
+            reservation_body(&resource, &start, "2031-01-02T00:00:00Z")
         })
         .collect();
 

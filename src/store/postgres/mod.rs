@@ -132,3 +132,154 @@ pub fn classify(error: sqlx::Error) -> SyncError {
         _ => SyncError::Transient(message),
     }
 }
+
+/// Reservation columns as the node reads them back: instants as integer
+/// microseconds (exact: `extract(epoch ...)` is numeric).
+pub const RESERVATION_SELECT: &str = "SELECT id, resource_id, user_id, \
+    (extract(epoch FROM starts_at) * 1000000)::bigint AS starts_at, \
+    (extract(epoch FROM ends_at) * 1000000)::bigint AS ends_at, \
+    party_size, status, version, notes, metadata, request_hash, \
+    (extract(epoch FROM created_at) * 1000000)::bigint AS created_at, \
+    (extract(epoch FROM updated_at) * 1000000)::bigint AS updated_at \
+    FROM reservations";
+
+pub const RESOURCE_SELECT: &str = "SELECT id, name, capacity, timezone, slot_minutes, opening_hours, version, \
+    (extract(epoch FROM created_at) * 1000000)::bigint AS created_at, \
+    (extract(epoch FROM updated_at) * 1000000)::bigint AS updated_at \
+    FROM resources";
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct PgReservation {
+    pub id: Uuid,
+    pub resource_id: Uuid,
+    pub user_id: String,
+    pub starts_at: i64,
+    pub ends_at: i64,
+    pub party_size: i32,
+    pub status: String,
+    pub version: i64,
+    pub notes: Option<String>,
+    pub metadata: Option<Value>,
+    pub request_hash: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+pub struct PgResource {
+    pub id: Uuid,
+    pub name: String,
+    pub capacity: i32,
+    pub timezone: String,
+    pub slot_minutes: i32,
+    pub opening_hours: Option<Value>,
+    pub version: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// A row as Postgres holds it, to be stored on this node.
+#[derive(Debug, Clone)]
+pub struct RemoteReservation {
+    pub reservation: crate::domain::reservation::Reservation,
+    pub request_hash: Option<String>,
+}
+
+impl TryFrom<PgReservation> for RemoteReservation {
+    type Error = anyhow::Error;
+
+    fn try_from(row: PgReservation) -> anyhow::Result<RemoteReservation> {
+        use crate::domain::{
+            reservation::{Reservation, Status, SyncState},
+            time::from_micros,
+        };
+        Ok(RemoteReservation {
+            reservation: Reservation {
+                id: row.id,
+                resource_id: row.resource_id,
+                user_id: row.user_id,
+                starts_at: from_micros(row.starts_at),
+                ends_at: from_micros(row.ends_at),
+                party_size: u32::try_from(row.party_size)?,
+                status: Status::parse(&row.status)
+                    .ok_or_else(|| anyhow::anyhow!("bad status {}", row.status))?,
+                version: row.version,
+                sync_state: SyncState::Synced,
+                notes: row.notes,
+                metadata: match row.metadata {
+                    Some(Value::Object(map)) => Some(map),
+                    _ => None,
+                },
+                created_at: from_micros(row.created_at),
+                updated_at: from_micros(row.updated_at),
+            },
+            request_hash: row.request_hash,
+        })
+    }
+}
+
+impl TryFrom<PgResource> for crate::domain::resource::Resource {
+    type Error = anyhow::Error;
+
+    fn try_from(row: PgResource) -> anyhow::Result<Self> {
+        use crate::domain::{
+            resource::resolve_timezone, schedule::OpeningHours, time::from_micros,
+        };
+        Ok(crate::domain::resource::Resource {
+            id: row.id,
+            tz: resolve_timezone(&row.timezone),
+            name: row.name,
+            capacity: u32::try_from(row.capacity)?,
+            timezone: row.timezone,
+            slot_minutes: u16::try_from(row.slot_minutes)?,
+            opening_hours: row
+                .opening_hours
+                .map(serde_json::from_value::<OpeningHours>)
+                .transpose()?,
+            version: row.version,
+            created_at: from_micros(row.created_at),
+            updated_at: from_micros(row.updated_at),
+        })
+    }
+}
+
+impl Postgres {
+    /// One reservation and its resource by id (for ids this node has never
+    /// seen), bounded by `deadline`.
+    pub async fn fetch(
+        &self,
+        id: Uuid,
+        deadline: Duration,
+    ) -> Result<Option<(RemoteReservation, crate::domain::resource::Resource)>, SyncError> {
+        let fetch = async {
+            let Some(row) =
+                query_as::<_, PgReservation>(&format!("{RESERVATION_SELECT} WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?
+            else {
+                return Ok(None);
+            };
+            let resource = query_as::<_, PgResource>(&format!("{RESOURCE_SELECT} WHERE id = $1"))
+                .bind(row.resource_id)
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(Some((row, resource)))
+        };
+        match tokio::time::timeout(deadline, fetch).await {
+            Ok(Ok(Some((row, resource)))) => {
+                let remote = RemoteReservation::try_from(row)
+                    .map_err(|e| SyncError::Permanent(e.to_string()))?;
+                let resource = resource
+                    .try_into()
+                    .map_err(|e: anyhow::Error| SyncError::Permanent(e.to_string()))?;
+                Ok(Some((remote, resource)))
+            }
+            Ok(Ok(None)) => Ok(None),
+            Ok(Err(error)) => Err(classify(error)),
+            Err(_) => Err(SyncError::Transient(format!(
+                "PostgreSQL did not answer within {deadline:?}"
+            ))),
+        }
+    }
+}

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::{
     queries,
-    rows::{RESERVATION_COLUMNS, RESOURCE_COLUMNS, ReservationRow, ResourceRow},
+    rows::{
+        HashedReservationRow, RESERVATION_COLUMNS, RESOURCE_COLUMNS, ReservationRow, ResourceRow,
+    },
 };
 use crate::{
     domain::{
@@ -136,8 +138,8 @@ pub struct OutboxBatch {
     pub entries: usize,
     /// In outbox order.
     pub resources: Vec<Resource>,
-    /// In outbox order.
-    pub reservations: Vec<Reservation>,
+    /// In outbox order, each with its create fingerprint.
+    pub reservations: Vec<(Reservation, String)>,
 }
 
 /// Numbers for `GET /v1/sync/status`.
@@ -177,8 +179,8 @@ impl Reads {
         .bind(serde_json::to_string(&resource_ids).unwrap_or_default())
         .fetch_all(&self.pool)
         .await?;
-        let reservations: Vec<ReservationRow> = query_as(&format!(
-            "SELECT {RESERVATION_COLUMNS} FROM reservations WHERE id IN (SELECT value FROM json_each(?1))"
+        let reservations: Vec<HashedReservationRow> = query_as(&format!(
+            "SELECT {RESERVATION_COLUMNS}, request_hash FROM reservations WHERE id IN (SELECT value FROM json_each(?1))"
         ))
         .bind(serde_json::to_string(&reservation_ids).unwrap_or_default())
         .fetch_all(&self.pool)
@@ -198,11 +200,11 @@ impl Reads {
             .map(Resource::try_from)
             .collect::<Result<_, _>>()?;
         resources.sort_by_key(|r| resource_order.get(&r.id).copied());
-        let mut reservations: Vec<Reservation> = reservations
+        let mut reservations: Vec<(Reservation, String)> = reservations
             .into_iter()
-            .map(Reservation::try_from)
-            .collect::<Result<_, _>>()?;
-        reservations.sort_by_key(|r| reservation_order.get(&r.id).copied());
+            .map(|row| Ok((Reservation::try_from(row.row)?, row.request_hash)))
+            .collect::<anyhow::Result<_>>()?;
+        reservations.sort_by_key(|(r, _)| reservation_order.get(&r.id).copied());
         Ok(OutboxBatch {
             upto_seq,
             entries: rows.len(),

@@ -33,6 +33,14 @@ pub struct ReservationRow {
     pub updated_at: i64,
 }
 
+/// A reservation row with its create fingerprint (what the sync sends).
+#[derive(Debug, FromRow)]
+pub struct HashedReservationRow {
+    #[sqlx(flatten)]
+    pub row: ReservationRow,
+    pub request_hash: String,
+}
+
 impl TryFrom<ReservationRow> for Reservation {
     type Error = anyhow::Error;
 
@@ -101,6 +109,11 @@ impl TryFrom<ResourceRow> for Resource {
 /// A reservation as the JSON document `json_each` inserts it from: one bind
 /// parameter carries a whole group of rows.
 pub fn reservation_json(reservation: &Reservation, request_hash: &[u8; 32]) -> Value {
+    reservation_json_with_hash(reservation, &hex(request_hash))
+}
+
+/// Like [`reservation_json`], with the fingerprint already in hex.
+pub fn reservation_json_with_hash(reservation: &Reservation, request_hash: &str) -> Value {
     use crate::domain::time::micros;
     serde_json::json!({
         "id": reservation.id.hyphenated().to_string(),
@@ -114,7 +127,7 @@ pub fn reservation_json(reservation: &Reservation, request_hash: &[u8; 32]) -> V
         "sync_state": reservation.sync_state.as_str(),
         "notes": reservation.notes,
         "metadata": reservation.metadata.as_ref().map(|m| Value::Object(m.clone()).to_string()),
-        "request_hash": hex(request_hash),
+        "request_hash": request_hash,
         "created_at": micros(reservation.created_at),
         "updated_at": micros(reservation.updated_at),
     })

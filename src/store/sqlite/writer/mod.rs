@@ -44,6 +44,7 @@ use crate::{
         version::VersionMatch,
     },
     error::AppError,
+    store::postgres::RemoteReservation,
 };
 
 mod reservations;
@@ -68,14 +69,33 @@ pub struct Booking {
     pub exempt: bool,
 }
 
+/// A committed change, handed to the commit hook (the caches) after the
+/// commit and before any reply, so no reader on this node can see an older
+/// version after the write is acknowledged.
+#[derive(Debug, Clone)]
+pub enum Changed {
+    Reservation {
+        reservation: Reservation,
+        /// [start, end) ranges (microseconds) whose availability changed: the
+        /// old and the new span of a moved reservation.
+        spans: Vec<(i64, i64)>,
+    },
+    Resource(Resource),
+}
+
+/// Called with every commit's changes; awaited before the replies go out.
+pub type CommitHook =
+    Arc<dyn Fn(Vec<Changed>) -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
 /// How the writer is set up.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct WriterConfig {
     /// PostgreSQL is configured: every write also queues an outbox row, and
     /// this is notified after each commit that queued one.
     pub sync: Option<Arc<Notify>>,
     /// Booking quotas per user.
     pub quotas: QuotaLimits,
+    pub on_commit: Option<CommitHook>,
 }
 
 /// A write the service can make.
@@ -116,6 +136,12 @@ pub enum Op {
     SyncApplied(SyncReport),
     /// Queue rows written before PostgreSQL was configured (once).
     QueueUnsynced,
+    /// Store rows as PostgreSQL holds them (written by other nodes); only
+    /// versions newer than the local ones are applied, and nothing is queued.
+    ApplyRemote {
+        resources: Vec<Resource>,
+        reservations: Vec<RemoteReservation>,
+    },
 }
 
 /// What a write did.
@@ -197,7 +223,11 @@ impl Writer {
         shutdown: watch::Receiver<bool>,
         config: WriterConfig,
     ) -> (Writer, JoinHandle<()>) {
-        let WriterConfig { sync, quotas } = config;
+        let WriterConfig {
+            sync,
+            quotas,
+            on_commit,
+        } = config;
         let (jobs, queue) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
         let task = WriterTask {
@@ -210,6 +240,8 @@ impl Writer {
             outbox_written: false,
             sync_notify: sync,
             quotas: BookingQuotas::new(quotas),
+            changes: Vec::new(),
+            on_commit,
         };
         let handle = tokio::spawn(task.run(queue, shutdown));
         (Writer { jobs, stats }, handle)
@@ -263,6 +295,9 @@ pub(super) struct WriterTask {
     outbox_written: bool,
     sync_notify: Option<Arc<Notify>>,
     quotas: BookingQuotas,
+    /// What the open transaction changed, for the commit hook.
+    changes: Vec<Changed>,
+    on_commit: Option<CommitHook>,
 }
 
 impl WriterTask {
@@ -373,6 +408,13 @@ impl WriterTask {
             anyhow::Ok(results)
         }
         .await;
+        let changes = std::mem::take(&mut self.changes);
+        if applied.is_ok()
+            && !changes.is_empty()
+            && let Some(hook) = &self.on_commit
+        {
+            hook(changes).await;
+        }
         if std::mem::take(&mut self.outbox_written)
             && applied.is_ok()
             && let Some(notify) = &self.sync_notify
@@ -381,6 +423,7 @@ impl WriterTask {
         }
         if applied.is_err() {
             self.pending.clear();
+            self.changes.clear();
             self.outbox.clear();
             // The cached resources may hold changes that were rolled back.
             self.resources.clear();
@@ -502,6 +545,10 @@ impl WriterTask {
             }
             Op::SyncApplied(report) => self.apply_sync_report(report).await,
             Op::QueueUnsynced => self.queue_unsynced().await,
+            Op::ApplyRemote {
+                resources,
+                reservations,
+            } => self.apply_remote(resources, reservations).await,
         }
     }
 }

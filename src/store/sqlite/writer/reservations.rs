@@ -4,8 +4,8 @@
 use uuid::Uuid;
 
 use super::{
-    Booking, Change, EntityKind, OpResult, Outcome, PendingInsert, WriterTask, check_bookable,
-    check_version, full, not_found,
+    Booking, Change, Changed, EntityKind, OpResult, Outcome, PendingInsert, WriterTask,
+    check_bookable, check_version, full, not_found,
 };
 use crate::{
     domain::{
@@ -84,6 +84,7 @@ impl WriterTask {
             self.quotas.record(user_id, resource.id, micros(at));
         }
         self.enqueue(EntityKind::Reservation, reservation.id, reservation.version);
+        self.changed(&reservation, &[]);
         self.pending.push(PendingInsert {
             reservation: reservation.clone(),
             request_hash,
@@ -235,6 +236,7 @@ impl WriterTask {
         .execute(&mut self.conn)
         .await?;
         self.enqueue(EntityKind::Reservation, id, next.version);
+        self.changed(&next, &[&current]);
         Ok(Ok(Outcome::Reservation(next, Change::Updated)))
     }
 
@@ -275,6 +277,20 @@ impl WriterTask {
         .execute(&mut self.conn)
         .await?;
         self.enqueue(EntityKind::Reservation, id, reservation.version);
+        self.changed(&reservation, &[]);
         Ok(Ok(Outcome::Reservation(reservation, Change::Updated)))
+    }
+
+    /// Notes a changed reservation for the commit hook, with the spans whose
+    /// availability it affects (its own and those of `before`).
+    pub(super) fn changed(&mut self, reservation: &Reservation, before: &[&Reservation]) {
+        let spans = std::iter::once(reservation)
+            .chain(before.iter().copied())
+            .map(|r| (micros(r.starts_at), micros(r.ends_at)))
+            .collect();
+        self.changes.push(Changed::Reservation {
+            reservation: reservation.clone(),
+            spans,
+        });
     }
 }

@@ -6,7 +6,8 @@ use sqlx::query;
 use uuid::Uuid;
 
 use super::{
-    Change, EntityKind, OpResult, Outcome, RESOURCE_CACHE, WriterTask, check_version, not_found,
+    Change, Changed, EntityKind, OpResult, Outcome, RESOURCE_CACHE, WriterTask, check_version,
+    not_found,
 };
 use crate::{
     domain::{
@@ -100,7 +101,20 @@ impl WriterTask {
             .execute(&mut self.conn)
             .await?;
         self.enqueue(EntityKind::Resource, resource.id, resource.version);
+        self.changes.push(Changed::Resource(resource.clone()));
         self.remember(resource.clone());
         Ok(())
+    }
+
+    /// Stores a resource as another node wrote it (no outbox row).
+    pub(super) async fn store_remote_resource(
+        &mut self,
+        resource: &Resource,
+    ) -> anyhow::Result<()> {
+        let exists = self.resource(resource.id).await?.is_some();
+        let sync = std::mem::replace(&mut self.sync_enabled, false);
+        let saved = self.save_resource(resource, !exists).await;
+        self.sync_enabled = sync;
+        saved
     }
 }

@@ -6,13 +6,20 @@ use serde_json::json;
 use sqlx::{query, query_scalar};
 use uuid::Uuid;
 
-use super::{OpResult, Outcome, WriterTask};
+use super::{Changed, OpResult, Outcome, WriterTask};
 use crate::{
+    domain::resource::Resource,
     domain::{
-        reservation::{Status, SyncState},
+        reservation::{Reservation, Status, SyncState},
         time::{micros, now},
     },
-    store::sqlite::queries,
+    store::{
+        postgres::RemoteReservation,
+        sqlite::{
+            queries,
+            rows::{RESERVATION_COLUMNS, ReservationRow},
+        },
+    },
 };
 
 /// What kind of row an outbox entry names.
@@ -137,14 +144,24 @@ impl WriterTask {
                 .collect();
             // Only rows still at the version sent: a newer local change is
             // still pending (and queued behind this batch).
-            query(
+            let returning = RESERVATION_COLUMNS
+                .split(", ")
+                .map(|column| format!("reservations.{column}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let updated: Vec<ReservationRow> = sqlx::query_as(&format!(
                 "UPDATE reservations SET sync_state = 'synced' FROM json_each(?1) AS j \
                  WHERE reservations.id = j.value ->> 0 AND reservations.version <= j.value ->> 1 \
-                   AND reservations.sync_state = 'pending'",
-            )
+                   AND reservations.sync_state = 'pending' RETURNING {returning}"
+            ))
             .bind(serde_json::Value::Array(synced).to_string())
-            .execute(&mut self.conn)
+            .fetch_all(&mut self.conn)
             .await?;
+            // The caches hold these rows as `pending`.
+            for row in updated {
+                let reservation = Reservation::try_from(row)?;
+                self.changed(&reservation, &[]);
+            }
         }
         for rejection in &report.rejected {
             self.apply_rejection(rejection).await?;
@@ -187,6 +204,14 @@ impl WriterTask {
         if version > rejection.version {
             self.enqueue(EntityKind::Reservation, rejection.id, version);
         }
+        let rejected = Reservation {
+            status: Status::Rejected,
+            sync_state: SyncState::Conflict,
+            version,
+            updated_at: now(),
+            ..local
+        };
+        self.changed(&rejected, &[]);
         tracing::info!(
             reservation = %rejection.id,
             reason = rejection.reason.as_deref().unwrap_or(""),
@@ -236,6 +261,83 @@ impl WriterTask {
             );
         }
         self.outbox_written = true;
+        Ok(Ok(Outcome::Done))
+    }
+
+    /// Stores rows other nodes wrote, as PostgreSQL holds them: a version
+    /// newer than the local one replaces it, anything else changes nothing
+    /// (so this node's own writes coming back are no-ops).
+    pub(super) async fn apply_remote(
+        &mut self,
+        resources: &[Resource],
+        reservations: &[RemoteReservation],
+    ) -> anyhow::Result<OpResult> {
+        for resource in resources {
+            let newer = match self.resource(resource.id).await? {
+                Some(local) => local.version < resource.version,
+                None => true,
+            };
+            if newer {
+                self.store_remote_resource(resource).await?;
+            }
+        }
+        if reservations.is_empty() {
+            return Ok(Ok(Outcome::Done));
+        }
+        self.flush_reservations().await?;
+        let ids: Vec<String> = reservations
+            .iter()
+            .map(|r| r.reservation.id.hyphenated().to_string())
+            .collect();
+        let local: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT id, version, starts_at, ends_at FROM reservations WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::to_string(&ids)?)
+        .fetch_all(&mut self.conn)
+        .await?;
+        let local: std::collections::HashMap<String, (i64, i64, i64)> = local
+            .into_iter()
+            .map(|(id, v, s, e)| (id, (v, s, e)))
+            .collect();
+        let mut rows = Vec::new();
+        for remote in reservations {
+            let r = &remote.reservation;
+            let old = local.get(&r.id.hyphenated().to_string());
+            if old.is_some_and(|(version, _, _)| *version >= r.version) {
+                continue;
+            }
+            let mut spans = vec![(micros(r.starts_at), micros(r.ends_at))];
+            if let Some((_, start, end)) = old {
+                spans.push((*start, *end));
+            }
+            self.changes.push(Changed::Reservation {
+                reservation: r.clone(),
+                spans,
+            });
+            let hash = remote.request_hash.clone().unwrap_or_default();
+            rows.push(crate::store::sqlite::rows::reservation_json_with_hash(
+                r, &hash,
+            ));
+        }
+        if rows.is_empty() {
+            return Ok(Ok(Outcome::Done));
+        }
+        query(
+            "INSERT INTO reservations (id, resource_id, user_id, starts_at, ends_at, party_size, status, version, \
+             sync_state, notes, metadata, request_hash, created_at, updated_at) \
+             SELECT value ->> 'id', value ->> 'resource_id', value ->> 'user_id', value ->> 'starts_at', \
+             value ->> 'ends_at', value ->> 'party_size', value ->> 'status', value ->> 'version', \
+             'synced', value ->> 'notes', value ->> 'metadata', value ->> 'request_hash', \
+             value ->> 'created_at', value ->> 'updated_at' FROM json_each(?1) WHERE true \
+             ON CONFLICT (id) DO UPDATE SET starts_at = excluded.starts_at, ends_at = excluded.ends_at, \
+             party_size = excluded.party_size, status = excluded.status, version = excluded.version, \
+             sync_state = 'synced', notes = excluded.notes, metadata = excluded.metadata, \
+             updated_at = excluded.updated_at \
+             WHERE excluded.version > reservations.version",
+        )
+        .bind(serde_json::Value::Array(rows).to_string())
+        .execute(&mut self.conn)
+        .await?;
         Ok(Ok(Outcome::Done))
     }
 }
