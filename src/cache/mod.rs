@@ -436,13 +436,8 @@ impl Cache {
         }
     }
 
-    async fn put_newer<T>(
-        &self,
-        l1: &Moka<Uuid, Entry<T>>,
-        id: Uuid,
-        value: &T,
-        version: i64,
-    ) where
+    async fn put_newer<T>(&self, l1: &Moka<Uuid, Entry<T>>, id: Uuid, value: &T, version: i64)
+    where
         T: HasVersion + Clone + Send + Sync + 'static,
     {
         let newer = match l1.get(&id).await {
