@@ -83,8 +83,16 @@ async fn detailed(State(app): State<App>) -> (StatusCode, Json<Value>) {
             },
         }
     };
-    let (sqlite, postgres) = tokio::join!(sqlite, postgres);
-    let redis = Check::disabled();
+    let redis = async {
+        match app.cache.remote() {
+            None => Check::disabled(),
+            Some(remote) => Check {
+                target: Some(remote.display()),
+                ..Check::run(remote.ping()).await
+            },
+        }
+    };
+    let (sqlite, postgres, redis) = tokio::join!(sqlite, postgres, redis);
     let sync = match sync_status(&app).await {
         Ok(status) => {
             json!({"pending": status.pending, "oldest_pending_age_ms": status.oldest_pending_age_ms})

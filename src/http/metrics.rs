@@ -19,6 +19,21 @@ async fn render(State(app): State<App>) -> impl IntoResponse {
     metrics::gauge!("reservoir_writer_queue_depth").set(app.writer.queue_depth() as f64);
     metrics::counter!("reservoir_writer_commits_total")
         .absolute(app.writer.stats().commits.load(Ordering::Relaxed));
+    if let Some(remote) = app.cache.remote() {
+        use crate::cache::breaker::BreakerState;
+        for state in [
+            BreakerState::Closed,
+            BreakerState::HalfOpen,
+            BreakerState::Open,
+        ] {
+            let value = if remote.breaker_state() == state {
+                1.0
+            } else {
+                0.0
+            };
+            metrics::gauge!("reservoir_cache_breaker_state", "state" => state.as_str()).set(value);
+        }
+    }
     if let Some(sync) = &app.sync {
         let stats = &sync.stats;
         metrics::gauge!("reservoir_sync_consecutive_failures")

@@ -1,6 +1,7 @@
 //! The HTTP surface: one module per resource, each exporting `router()`,
 //! merged here; `layers` wraps them in what every request goes through.
 
+pub mod cache;
 pub mod docs;
 pub mod error;
 pub mod extract;
@@ -35,6 +36,7 @@ pub fn api() -> (Router<App>, utoipa::openapi::OpenApi) {
         .merge(resources::router())
         .merge(reservations::router())
         .merge(sync::router())
+        .merge(cache::router())
         .merge(docs::router())
         .split_for_parts()
 }

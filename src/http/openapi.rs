@@ -115,6 +115,7 @@ async fn metrics() {}
         (name = "reservations", description = "Bookings of seats of a resource over a time range."),
         (name = "keys", description = "API keys (admin)."),
         (name = "sync", description = "Background sync to PostgreSQL (admin)."),
+        (name = "cache", description = "The in-memory and Redis read caches (admin)."),
         (name = "operations", description = "Health and metrics, for operators and load balancers; no key needed."),
         (name = "documentation", description = "This description, as JSON and as a page; no key needed."),
     ),
