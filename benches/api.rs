@@ -388,10 +388,12 @@ fn writer_benches(c: &mut Criterion) {
     for size in [1usize, 16, 256] {
         // One group per iteration: check it once.
         let commits = writer.stats().commits.load(Ordering::Relaxed);
-        runtime.block_on(join_all((0..size).map(|_| {
+        // `unconstrained`: tokio's cooperative budget would otherwise make the
+        // 129th send yield, and the writer would start on the first 128.
+        runtime.block_on(tokio::task::unconstrained(join_all((0..size).map(|_| {
             slot += 1;
             writer.submit(op(slot), None)
-        })));
+        }))));
         assert_eq!(
             writer.stats().commits.load(Ordering::Relaxed) - commits,
             1,
@@ -411,9 +413,8 @@ fn writer_benches(c: &mut Criterion) {
                 |ops| {
                     let writer = writer.clone();
                     async move {
-                        for result in
-                            join_all(ops.into_iter().map(|op| writer.submit(op, None))).await
-                        {
+                        let submits = join_all(ops.into_iter().map(|op| writer.submit(op, None)));
+                        for result in tokio::task::unconstrained(submits).await {
                             result.unwrap();
                         }
                     }

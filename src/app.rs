@@ -35,7 +35,7 @@ use crate::{
             writer::{Idempotency, Op, WriterConfig},
         },
     },
-    sync::{self, SyncHandle, SyncSettings},
+    sync::{self, SyncHandle, SyncSettings, feed::FeedSettings},
 };
 
 /// File the generated node id is kept in, inside the data dir.
@@ -113,6 +113,7 @@ impl App {
                 let store = Op::ApplyRemote {
                     resources: vec![resource],
                     reservations: vec![remote],
+                    cursor: None,
                 };
                 self.writer.submit(store, None).await?;
                 Ok(Some(found))
@@ -172,7 +173,7 @@ impl App {
 pub struct Service {
     app: App,
     /// Stopped first: the sync task's last flush still needs the writer.
-    sync_task: Option<JoinHandle<()>>,
+    sync_tasks: Vec<JoinHandle<()>>,
     stop_sync: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     stop: watch::Sender<bool>,
@@ -223,9 +224,22 @@ impl Service {
             })),
         };
         let (writer, writer_task) = Writer::spawn(write_conn, stopped.clone(), writer_config);
-        let (sync, sync_task) = match (postgres, wake) {
+        let (sync, sync_tasks) = match (postgres, wake) {
             (Some(postgres), Some(wake)) => {
                 let settings = SyncSettings::from_config(config, node_id.clone());
+                let feed_settings = FeedSettings {
+                    node_id: node_id.clone(),
+                    interval: Duration::from_millis(config.feed_interval_ms),
+                    backoff_min: settings.backoff_min,
+                    backoff_max: settings.backoff_max,
+                };
+                let mut tasks = sync::feed::spawn(
+                    postgres.clone(),
+                    reads.clone(),
+                    writer.clone(),
+                    feed_settings,
+                    sync_stopped.clone(),
+                );
                 let (handle, task) = sync::spawn(
                     postgres,
                     reads.clone(),
@@ -234,9 +248,10 @@ impl Service {
                     settings,
                     sync_stopped,
                 );
-                (Some(handle), Some(task))
+                tasks.push(task);
+                (Some(handle), tasks)
             }
-            _ => (None, None),
+            _ => (None, Vec::new()),
         };
         let admin_hash = config.admin_token.as_deref().map(hash_key);
         let app = App(Arc::new(AppState {
@@ -260,7 +275,7 @@ impl Service {
         let upkeep = tokio::spawn(housekeeping(app.clone(), stopped));
         Ok(Service {
             app,
-            sync_task,
+            sync_tasks,
             stop_sync,
             tasks: std::iter::once(upkeep)
                 .chain(std::iter::once(writer_task))
@@ -280,10 +295,10 @@ impl Service {
     /// accepted before it exits.
     pub async fn shutdown(self) {
         let _ = self.stop_sync.send(true);
-        if let Some(task) = self.sync_task
-            && let Err(error) = task.await
-        {
-            tracing::error!(%error, "the sync task failed");
+        for task in self.sync_tasks {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "a sync task failed");
+            }
         }
         let _ = self.stop.send(true);
         let reads = self.app.reads.clone();

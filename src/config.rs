@@ -61,6 +61,11 @@ pub struct Config {
     #[arg(long, env = "RESERVOIR_SHUTDOWN_GRACE_MS", default_value_t = 10_000)]
     pub shutdown_grace_ms: u64,
 
+    /// How often the change feed polls PostgreSQL for other nodes' writes
+    /// when no notification woke it.
+    #[arg(long, env = "RESERVOIR_FEED_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub feed_interval_ms: u64,
+
     /// This node's id, recorded as `origin_node` on the rows it creates.
     /// Default: generated once and kept in `<data_dir>/node-id`.
     #[arg(long, env = "RESERVOIR_NODE_ID")]
@@ -163,6 +168,7 @@ impl Config {
             sync_backoff_min_ms: 100,
             sync_backoff_max_ms: 30_000,
             shutdown_grace_ms: 10_000,
+            feed_interval_ms: 1000,
             node_id: None,
             redis_url: None,
             redis_timeout_ms: 25,

@@ -36,6 +36,41 @@ CREATE TABLE reservations (
     CHECK (ends_at > starts_at)
 );
 
+-- The change feed (Postgres -> every node). Each row version is stamped with
+-- the id of the transaction that wrote it and a sequence number. A node reads
+-- rows after its cursor (change_txid, change_seq) but only those whose
+-- transaction id is below the oldest transaction still running
+-- (pg_snapshot_xmin): every such transaction has finished, so no row can
+-- later appear behind the cursor -- the watermark gap of plain bigserial or
+-- timestamp cursors, where a transaction that took a lower number commits
+-- after a higher one was already read, cannot happen.
+CREATE SEQUENCE reservoir_change_seq;
+
+ALTER TABLE resources
+    ADD COLUMN change_txid bigint NOT NULL DEFAULT 0,
+    ADD COLUMN change_seq  bigint NOT NULL DEFAULT 0,
+    ADD COLUMN changed_by  text NOT NULL DEFAULT '';
+ALTER TABLE reservations
+    ADD COLUMN change_txid bigint NOT NULL DEFAULT 0,
+    ADD COLUMN change_seq  bigint NOT NULL DEFAULT 0,
+    ADD COLUMN changed_by  text NOT NULL DEFAULT '';
+
+CREATE FUNCTION reservoir_stamp_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.change_txid := pg_current_xact_id()::text::bigint;
+    NEW.change_seq := nextval('reservoir_change_seq');
+    -- Set by reservoir_apply_batch; empty for changes made by hand.
+    NEW.changed_by := coalesce(current_setting('reservoir.node', true), '');
+    RETURN NEW;
+END;
+$$;
+CREATE TRIGGER resources_change BEFORE INSERT OR UPDATE ON resources
+    FOR EACH ROW EXECUTE FUNCTION reservoir_stamp_change();
+CREATE TRIGGER reservations_change BEFORE INSERT OR UPDATE ON reservations
+    FOR EACH ROW EXECUTE FUNCTION reservoir_stamp_change();
+CREATE INDEX resources_changes ON resources (change_txid, change_seq);
+CREATE INDEX reservations_changes ON reservations (change_txid, change_seq);
+
 -- The global capacity check reads confirmed holds of one resource by time.
 CREATE INDEX reservations_holds ON reservations (resource_id, starts_at)
     INCLUDE (ends_at, party_size) WHERE status = 'confirmed';
@@ -75,6 +110,11 @@ DECLARE
     new_version  bigint;
     new_reason   text;
 BEGIN
+    -- Stamps the rows this batch writes with the node (see the trigger).
+    PERFORM set_config('reservoir.node', node, true);
+    -- Delivered at commit: wakes the other nodes' change feeds at once.
+    PERFORM pg_notify('reservoir_changes', node);
+
     INSERT INTO resources AS s (id, name, capacity, timezone, slot_minutes, opening_hours, version,
                                 origin_node, created_at, updated_at)
     SELECT x.id, x.name, x.capacity, x.timezone, x.slot_minutes, x.opening_hours, x.version, node,

@@ -10,6 +10,7 @@
 //! a crash at any instant re-sends at worst (and re-sending changes nothing).
 
 pub mod backoff;
+pub mod feed;
 pub mod payload;
 
 use std::{

@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod availability;
+mod cache;
 mod concurrency;
 mod errors;
 mod idempotency;

@@ -57,7 +57,8 @@ impl Postgres {
             options.get_database().unwrap_or("")
         );
         let pool = PgPoolOptions::new()
-            .max_connections(2)
+            // The sync task, the change feed, its LISTEN connection, health.
+            .max_connections(4)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options.options([("statement_timeout", "30s")]));
@@ -193,6 +194,8 @@ impl TryFrom<PgReservation> for RemoteReservation {
             reservation::{Reservation, Status, SyncState},
             time::from_micros,
         };
+        let status = Status::parse(&row.status)
+            .ok_or_else(|| anyhow::anyhow!("bad status {}", row.status))?;
         Ok(RemoteReservation {
             reservation: Reservation {
                 id: row.id,
@@ -201,10 +204,15 @@ impl TryFrom<PgReservation> for RemoteReservation {
                 starts_at: from_micros(row.starts_at),
                 ends_at: from_micros(row.ends_at),
                 party_size: u32::try_from(row.party_size)?,
-                status: Status::parse(&row.status)
-                    .ok_or_else(|| anyhow::anyhow!("bad status {}", row.status))?,
+                status,
                 version: row.version,
-                sync_state: SyncState::Synced,
+                // Postgres settled it; a rejection is a conflict wherever it
+                // is read.
+                sync_state: if status == Status::Rejected {
+                    SyncState::Conflict
+                } else {
+                    SyncState::Synced
+                },
                 notes: row.notes,
                 metadata: match row.metadata {
                     Some(Value::Object(map)) => Some(map),
@@ -281,5 +289,119 @@ impl Postgres {
                 "PostgreSQL did not answer within {deadline:?}"
             ))),
         }
+    }
+}
+
+/// Where a node's change feed stands, per table: the last (transaction id,
+/// sequence number) applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FeedCursor {
+    pub resources: (i64, i64),
+    pub reservations: (i64, i64),
+}
+
+/// One page of the change feed.
+#[derive(Debug, Default)]
+pub struct FeedPage {
+    pub resources: Vec<crate::domain::resource::Resource>,
+    pub reservations: Vec<RemoteReservation>,
+    /// The cursor after this page (it also passes this node's own rows,
+    /// which are not returned).
+    pub cursor: FeedCursor,
+    /// Rows read, own ones included: a full page means there may be more.
+    pub read: usize,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct Stamp {
+    change_txid: i64,
+    change_seq: i64,
+    changed_by: String,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct FeedReservation {
+    #[sqlx(flatten)]
+    row: PgReservation,
+    #[sqlx(flatten)]
+    stamp: Stamp,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct FeedResource {
+    #[sqlx(flatten)]
+    row: PgResource,
+    #[sqlx(flatten)]
+    stamp: Stamp,
+}
+
+/// Rows after the cursor whose transactions have all finished (see the
+/// change feed notes in migrations/postgres).
+const FEED_FILTER: &str = "WHERE (change_txid, change_seq) > ($1, $2) \
+     AND change_txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+     ORDER BY change_txid, change_seq LIMIT $3";
+
+impl Postgres {
+    /// The next page of other nodes' changes after `cursor`.
+    pub async fn feed(
+        &self,
+        node: &str,
+        cursor: FeedCursor,
+        limit: u32,
+    ) -> Result<FeedPage, SyncError> {
+        let read = async {
+            let resources: Vec<FeedResource> = query_as(&format!(
+                "{}, change_txid, change_seq, changed_by FROM resources {FEED_FILTER}",
+                RESOURCE_SELECT.trim_end_matches(" FROM resources")
+            ))
+            .bind(cursor.resources.0)
+            .bind(cursor.resources.1)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            let reservations: Vec<FeedReservation> = query_as(&format!(
+                "{}, change_txid, change_seq, changed_by FROM reservations {FEED_FILTER}",
+                RESERVATION_SELECT.trim_end_matches(" FROM reservations")
+            ))
+            .bind(cursor.reservations.0)
+            .bind(cursor.reservations.1)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+            sqlx::Result::Ok((resources, reservations))
+        };
+        let (resources, reservations) = match tokio::time::timeout(CALL_TIMEOUT, read).await {
+            Ok(Ok(rows)) => rows,
+            Ok(Err(error)) => return Err(classify(error)),
+            Err(_) => {
+                return Err(SyncError::Transient(format!(
+                    "PostgreSQL did not answer within {CALL_TIMEOUT:?}"
+                )));
+            }
+        };
+        let mut page = FeedPage {
+            cursor,
+            read: resources.len().max(reservations.len()),
+            ..FeedPage::default()
+        };
+        for FeedResource { row, stamp } in resources {
+            page.cursor.resources = (stamp.change_txid, stamp.change_seq);
+            if stamp.changed_by != node {
+                page.resources.push(
+                    row.try_into()
+                        .map_err(|e: anyhow::Error| SyncError::Permanent(e.to_string()))?,
+                );
+            }
+        }
+        for FeedReservation { row, stamp } in reservations {
+            page.cursor.reservations = (stamp.change_txid, stamp.change_seq);
+            if stamp.changed_by != node {
+                page.reservations.push(
+                    RemoteReservation::try_from(row)
+                        .map_err(|e| SyncError::Permanent(e.to_string()))?,
+                );
+            }
+        }
+        Ok(page)
     }
 }

@@ -2,3 +2,4 @@
 //! databases for the sync tests.
 
 pub mod postgres;
+pub mod redis;

@@ -44,14 +44,14 @@ use crate::{
         version::VersionMatch,
     },
     error::AppError,
-    store::postgres::RemoteReservation,
+    store::postgres::{FeedCursor, RemoteReservation},
 };
 
 mod reservations;
 mod resources;
 mod sync;
 
-pub use sync::{DeadLetter, EntityKind, Rejection, SyncReport};
+pub use sync::{DeadLetter, EntityKind, FEED_CURSOR, Rejection, SyncReport};
 
 /// Most jobs committed in one transaction.
 pub const MAX_GROUP: usize = 512;
@@ -141,6 +141,8 @@ pub enum Op {
     ApplyRemote {
         resources: Vec<Resource>,
         reservations: Vec<RemoteReservation>,
+        /// The change-feed position after these rows, stored with them.
+        cursor: Option<FeedCursor>,
     },
 }
 
@@ -548,7 +550,11 @@ impl WriterTask {
             Op::ApplyRemote {
                 resources,
                 reservations,
-            } => self.apply_remote(resources, reservations).await,
+                cursor,
+            } => {
+                self.apply_remote(resources, reservations, cursor.as_ref())
+                    .await
+            }
         }
     }
 }

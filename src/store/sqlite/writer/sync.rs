@@ -14,7 +14,7 @@ use crate::{
         time::{micros, now},
     },
     store::{
-        postgres::RemoteReservation,
+        postgres::{FeedCursor, RemoteReservation},
         sqlite::{
             queries,
             rows::{RESERVATION_COLUMNS, ReservationRow},
@@ -86,6 +86,8 @@ pub struct DeadLetter {
 /// Marks, in `meta`, that rows written before Postgres was configured have
 /// been queued.
 const BACKFILLED: &str = "sync_backfilled";
+/// The change feed's position, in `meta`.
+pub const FEED_CURSOR: &str = "feed_cursor";
 
 impl WriterTask {
     /// The sync state of a row this node just wrote.
@@ -271,7 +273,18 @@ impl WriterTask {
         &mut self,
         resources: &[Resource],
         reservations: &[RemoteReservation],
+        cursor: Option<&FeedCursor>,
     ) -> anyhow::Result<OpResult> {
+        if let Some(cursor) = cursor {
+            query(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(FEED_CURSOR)
+            .bind(serde_json::to_string(cursor)?)
+            .execute(&mut self.conn)
+            .await?;
+        }
         for resource in resources {
             let newer = match self.resource(resource.id).await? {
                 Some(local) => local.version < resource.version,
@@ -327,11 +340,11 @@ impl WriterTask {
              sync_state, notes, metadata, request_hash, created_at, updated_at) \
              SELECT value ->> 'id', value ->> 'resource_id', value ->> 'user_id', value ->> 'starts_at', \
              value ->> 'ends_at', value ->> 'party_size', value ->> 'status', value ->> 'version', \
-             'synced', value ->> 'notes', value ->> 'metadata', value ->> 'request_hash', \
+             value ->> 'sync_state', value ->> 'notes', value ->> 'metadata', value ->> 'request_hash', \
              value ->> 'created_at', value ->> 'updated_at' FROM json_each(?1) WHERE true \
              ON CONFLICT (id) DO UPDATE SET starts_at = excluded.starts_at, ends_at = excluded.ends_at, \
              party_size = excluded.party_size, status = excluded.status, version = excluded.version, \
-             sync_state = 'synced', notes = excluded.notes, metadata = excluded.metadata, \
+             sync_state = excluded.sync_state, notes = excluded.notes, metadata = excluded.metadata, \
              updated_at = excluded.updated_at \
              WHERE excluded.version > reservations.version",
         )
