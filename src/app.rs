@@ -72,6 +72,8 @@ pub struct AppState {
     keys: moka::future::Cache<KeyHash, Principal>,
     /// Requests per second per non-admin key.
     key_rate: Option<KeyRateLimit>,
+    /// Hashes PostgreSQL did not know either, recently.
+    unknown_keys: moka::future::Cache<KeyHash, ()>,
 }
 
 impl std::ops::Deref for App {
@@ -90,6 +92,55 @@ impl App {
         idempotency: Option<Idempotency>,
     ) -> axum::response::Response {
         http::render::respond(self.writer.submit(op, idempotency).await)
+    }
+
+    /// Shares a new key with PostgreSQL at once, so the other nodes accept it
+    /// right away; when PostgreSQL is away the sync task shares it later.
+    pub async fn share_key(&self, hash: KeyHash, user_id: &str, role: Role) {
+        let Some(sync) = &self.sync else { return };
+        let key = vec![(hash.to_vec(), user_id.to_owned(), role.as_str().to_owned())];
+        let shared = tokio::time::timeout(
+            POSTGRES_LOOKUP,
+            sync.postgres.push_keys(&self.node_id, &key),
+        )
+        .await;
+        if matches!(shared, Ok(Ok(()))) {
+            let _ = self
+                .writer
+                .submit(Op::KeysShared(vec![hash.to_vec()]), None)
+                .await;
+        }
+    }
+
+    /// A key issued on another node, from PostgreSQL (stored here once
+    /// found). Unknown hashes are remembered briefly so that random tokens
+    /// cannot make every request wait on PostgreSQL.
+    async fn shared_key(&self, hash: KeyHash) -> AppResult<Option<(String, Role)>> {
+        let Some(sync) = &self.sync else {
+            return Ok(None);
+        };
+        if self.unknown_keys.contains_key(&hash) {
+            return Ok(None);
+        }
+        let found = match sync.postgres.find_key(&hash, POSTGRES_LOOKUP).await {
+            Ok(found) => found.and_then(|(user, role)| Role::parse(&role).map(|role| (user, role))),
+            Err(error) => {
+                tracing::debug!(%error, "PostgreSQL lookup of an unknown key failed");
+                None
+            }
+        };
+        match &found {
+            Some((user_id, role)) => {
+                let store = Op::StoreSharedKey {
+                    hash,
+                    user_id: user_id.clone(),
+                    role: *role,
+                };
+                self.writer.submit(store, None).await?;
+            }
+            None => self.unknown_keys.insert(hash, ()).await,
+        }
+        Ok(found)
     }
 
     /// A reservation by id: cache, local SQLite, then (for ids this node has
@@ -154,8 +205,12 @@ impl App {
     }
 
     async fn lookup_key(&self, hash: KeyHash) -> AppResult<Option<Principal>> {
-        let Some((user_id, role)) = self.reads.api_key(&hash).await? else {
-            return Ok(None);
+        let (user_id, role) = match self.reads.api_key(&hash).await? {
+            Some(found) => found,
+            None => match self.shared_key(hash).await? {
+                Some(found) => found,
+                None => return Ok(None),
+            },
         };
         let principal = Principal {
             user_id: UserId::parse(&user_id)
@@ -268,6 +323,10 @@ impl Service {
                 .time_to_live(KEY_CACHE_TTL)
                 .build(),
             key_rate: KeyRateLimit::new(config.rate_per_key, config.rate_burst),
+            unknown_keys: moka::future::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(Duration::from_secs(2))
+                .build(),
         }));
         if admin_hash.is_none() {
             bootstrap_admin_key(&app, &config.data_dir).await?;

@@ -36,6 +36,16 @@ CREATE TABLE reservations (
     CHECK (ends_at > starts_at)
 );
 
+-- API keys, shared so that a key issued on one node works on all of them.
+-- Only SHA-256 hashes are stored, as on the nodes.
+CREATE TABLE api_keys (
+    hash        bytea PRIMARY KEY,
+    user_id     text NOT NULL,
+    role        text NOT NULL CHECK (role IN ('user', 'admin')),
+    origin_node text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
 -- The change feed (Postgres -> every node). Each row version is stamped with
 -- the id of the transaction that wrote it and a sequence number. A node reads
 -- rows after its cursor (change_txid, change_seq) but only those whose

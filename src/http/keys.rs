@@ -52,10 +52,11 @@ async fn create_key(
     f.finish()?;
     let user_id = user_id.expect("required field is present when finish() succeeds");
     let key = generate_key()?;
+    let hash = hash_key(&key);
     app.writer
         .submit(
             Op::CreateKey {
-                hash: hash_key(&key),
+                hash,
                 user_id: user_id.as_str().to_owned(),
                 role,
                 bootstrap: false,
@@ -63,6 +64,7 @@ async fn create_key(
             None,
         )
         .await?;
+    app.share_key(hash, user_id.as_str(), role).await;
     Ok((
         StatusCode::CREATED,
         Json(json!({"key": key, "user_id": user_id, "role": role})),

@@ -223,6 +223,7 @@ impl Syncer {
             self.migrated = true;
             tracing::info!("PostgreSQL schema is up to date");
         }
+        self.share_keys().await?;
         let batch = self
             .reads
             .outbox_batch(self.settings.batch)
@@ -276,6 +277,27 @@ impl Syncer {
             })?;
         self.succeeded();
         Ok(batch.entries)
+    }
+
+    /// Shares API keys issued here, so they work on every node.
+    async fn share_keys(&self) -> Result<(), SyncError> {
+        let keys = self
+            .reads
+            .unshared_keys(1000)
+            .await
+            .map_err(|e| SyncError::Transient(format!("reading unshared keys: {e}")))?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.postgres
+            .push_keys(&self.settings.node_id, &keys)
+            .await?;
+        let hashes = keys.into_iter().map(|(hash, _, _)| hash).collect();
+        self.writer
+            .submit(Op::KeysShared(hashes), None)
+            .await
+            .map_err(|e| SyncError::Transient(format!("marking keys shared: {e}")))?;
+        Ok(())
     }
 
     /// Sends `items` in one call; on a permanent error, splits them in halves

@@ -15,5 +15,6 @@ mod operations;
 mod reservations;
 mod resources;
 mod restart;
+mod shared_keys;
 mod support;
 mod sync;

@@ -405,3 +405,52 @@ impl Postgres {
         Ok(page)
     }
 }
+
+impl Postgres {
+    /// Shares keys issued on this node (hash, user id, role).
+    pub async fn push_keys(
+        &self,
+        node: &str,
+        keys: &[(Vec<u8>, String, String)],
+    ) -> Result<(), SyncError> {
+        let hashes: Vec<&[u8]> = keys.iter().map(|k| k.0.as_slice()).collect();
+        let users: Vec<&str> = keys.iter().map(|k| k.1.as_str()).collect();
+        let roles: Vec<&str> = keys.iter().map(|k| k.2.as_str()).collect();
+        let push = sqlx::query(
+            "INSERT INTO api_keys (hash, user_id, role, origin_node) \
+             SELECT h, u, r, $4 FROM UNNEST($1::bytea[], $2::text[], $3::text[]) AS k(h, u, r) \
+             ON CONFLICT (hash) DO NOTHING",
+        )
+        .bind(hashes)
+        .bind(users)
+        .bind(roles)
+        .bind(node)
+        .execute(&self.pool);
+        match tokio::time::timeout(CALL_TIMEOUT, push).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(classify(error)),
+            Err(_) => Err(SyncError::Transient(format!(
+                "PostgreSQL did not answer within {CALL_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// A key issued on another node: (user id, role).
+    pub async fn find_key(
+        &self,
+        hash: &[u8],
+        deadline: Duration,
+    ) -> Result<Option<(String, String)>, SyncError> {
+        let find =
+            query_as::<_, (String, String)>("SELECT user_id, role FROM api_keys WHERE hash = $1")
+                .bind(hash)
+                .fetch_optional(&self.pool);
+        match tokio::time::timeout(deadline, find).await {
+            Ok(Ok(found)) => Ok(found),
+            Ok(Err(error)) => Err(classify(error)),
+            Err(_) => Err(SyncError::Transient(format!(
+                "PostgreSQL did not answer within {deadline:?}"
+            ))),
+        }
+    }
+}

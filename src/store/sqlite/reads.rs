@@ -213,6 +213,16 @@ impl Reads {
         })
     }
 
+    /// Keys issued here that PostgreSQL does not have yet.
+    pub async fn unshared_keys(&self, limit: u32) -> AppResult<Vec<(Vec<u8>, String, String)>> {
+        Ok(
+            query_as("SELECT hash, user_id, role FROM api_keys WHERE synced = 0 LIMIT ?1")
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?,
+        )
+    }
+
     pub async fn outbox_stats(&self) -> AppResult<OutboxStats> {
         let (pending, oldest): (i64, Option<i64>) =
             query_as("SELECT count(*), min(created_at) FROM outbox")

@@ -136,6 +136,14 @@ pub enum Op {
     SyncApplied(SyncReport),
     /// Queue rows written before PostgreSQL was configured (once).
     QueueUnsynced,
+    /// Marks keys as known to PostgreSQL.
+    KeysShared(Vec<Vec<u8>>),
+    /// Stores a key issued on another node, found in PostgreSQL.
+    StoreSharedKey {
+        hash: KeyHash,
+        user_id: String,
+        role: Role,
+    },
     /// Store rows as PostgreSQL holds them (written by other nodes); only
     /// versions newer than the local ones are applied, and nothing is queued.
     ApplyRemote {
@@ -547,6 +555,32 @@ impl WriterTask {
             }
             Op::SyncApplied(report) => self.apply_sync_report(report).await,
             Op::QueueUnsynced => self.queue_unsynced().await,
+            Op::KeysShared(hashes) => {
+                query("UPDATE api_keys SET synced = 1 WHERE hash IN (SELECT unhex(value) FROM json_each(?1))")
+                    .bind(serde_json::to_string(
+                        &hashes.iter().map(|h| crate::store::sqlite::rows::hex(h)).collect::<Vec<_>>(),
+                    )?)
+                    .execute(&mut self.conn)
+                    .await?;
+                Ok(Ok(Outcome::Done))
+            }
+            Op::StoreSharedKey {
+                hash,
+                user_id,
+                role,
+            } => {
+                query(
+                    "INSERT INTO api_keys (hash, user_id, role, bootstrap, created_at, synced) \
+                     VALUES (?1, ?2, ?3, 0, ?4, 1) ON CONFLICT (hash) DO NOTHING",
+                )
+                .bind(&hash[..])
+                .bind(user_id)
+                .bind(role.as_str())
+                .bind(micros(now()))
+                .execute(&mut self.conn)
+                .await?;
+                Ok(Ok(Outcome::Done))
+            }
             Op::ApplyRemote {
                 resources,
                 reservations,
