@@ -154,6 +154,9 @@ struct RunArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
 }
 
 /// `20s`, `500ms`, `2m`, or plain seconds.
@@ -254,8 +257,13 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<()> {
     );
     report.server_memory = server_memory;
     report.sync = sync;
+    let json = serde_json::to_string_pretty(&report)?;
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{json}");
     } else {
         print!("{}", report.text());
     }

@@ -100,13 +100,7 @@ impl Postgres {
         .bind(Value::Array(resources.to_vec()))
         .bind(Value::Array(reservations.to_vec()))
         .fetch_all(&self.pool);
-        match tokio::time::timeout(CALL_TIMEOUT, call).await {
-            Ok(Ok(applied)) => Ok(applied),
-            Ok(Err(error)) => Err(classify(error)),
-            Err(_) => Err(SyncError::Transient(format!(
-                "PostgreSQL did not answer within {CALL_TIMEOUT:?}"
-            ))),
-        }
+        bounded(CALL_TIMEOUT, call).await
     }
 
     pub async fn ping(&self) -> Result<(), SyncError> {
@@ -115,6 +109,20 @@ impl Postgres {
             .await
             .map(|_| ())
             .map_err(classify)
+    }
+}
+
+/// Runs one database call with a deadline; a call that does not answer in
+/// time is a transient failure like a refused connection.
+async fn bounded<T>(
+    deadline: Duration,
+    call: impl std::future::Future<Output = sqlx::Result<T>>,
+) -> Result<T, SyncError> {
+    match tokio::time::timeout(deadline, call).await {
+        Ok(result) => result.map_err(classify),
+        Err(_) => Err(SyncError::Transient(format!(
+            "PostgreSQL did not answer within {deadline:?}"
+        ))),
     }
 }
 
@@ -274,21 +282,15 @@ impl Postgres {
                 .await?;
             Ok(Some((row, resource)))
         };
-        match tokio::time::timeout(deadline, fetch).await {
-            Ok(Ok(Some((row, resource)))) => {
-                let remote = RemoteReservation::try_from(row)
-                    .map_err(|e| SyncError::Permanent(e.to_string()))?;
-                let resource = resource
-                    .try_into()
-                    .map_err(|e: anyhow::Error| SyncError::Permanent(e.to_string()))?;
-                Ok(Some((remote, resource)))
-            }
-            Ok(Ok(None)) => Ok(None),
-            Ok(Err(error)) => Err(classify(error)),
-            Err(_) => Err(SyncError::Transient(format!(
-                "PostgreSQL did not answer within {deadline:?}"
-            ))),
-        }
+        let Some((row, resource)) = bounded(deadline, fetch).await? else {
+            return Ok(None);
+        };
+        let remote =
+            RemoteReservation::try_from(row).map_err(|e| SyncError::Permanent(e.to_string()))?;
+        let resource = resource
+            .try_into()
+            .map_err(|e: anyhow::Error| SyncError::Permanent(e.to_string()))?;
+        Ok(Some((remote, resource)))
     }
 }
 
@@ -370,15 +372,7 @@ impl Postgres {
             .await?;
             sqlx::Result::Ok((resources, reservations))
         };
-        let (resources, reservations) = match tokio::time::timeout(CALL_TIMEOUT, read).await {
-            Ok(Ok(rows)) => rows,
-            Ok(Err(error)) => return Err(classify(error)),
-            Err(_) => {
-                return Err(SyncError::Transient(format!(
-                    "PostgreSQL did not answer within {CALL_TIMEOUT:?}"
-                )));
-            }
-        };
+        let (resources, reservations) = bounded(CALL_TIMEOUT, read).await?;
         let mut page = FeedPage {
             cursor,
             read: resources.len().max(reservations.len()),
@@ -426,13 +420,7 @@ impl Postgres {
         .bind(roles)
         .bind(node)
         .execute(&self.pool);
-        match tokio::time::timeout(CALL_TIMEOUT, push).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(classify(error)),
-            Err(_) => Err(SyncError::Transient(format!(
-                "PostgreSQL did not answer within {CALL_TIMEOUT:?}"
-            ))),
-        }
+        bounded(CALL_TIMEOUT, push).await.map(|_| ())
     }
 
     /// A key issued on another node: (user id, role).
@@ -445,12 +433,6 @@ impl Postgres {
             query_as::<_, (String, String)>("SELECT user_id, role FROM api_keys WHERE hash = $1")
                 .bind(hash)
                 .fetch_optional(&self.pool);
-        match tokio::time::timeout(deadline, find).await {
-            Ok(Ok(found)) => Ok(found),
-            Ok(Err(error)) => Err(classify(error)),
-            Err(_) => Err(SyncError::Transient(format!(
-                "PostgreSQL did not answer within {deadline:?}"
-            ))),
-        }
+        bounded(deadline, find).await
     }
 }
