@@ -180,7 +180,11 @@ impl Cache {
         metrics::counter!("reservoir_cache_misses_total", "layer" => "l1").increment(1);
     }
 
-    pub fn entries(&self) -> u64 {
+    /// Reservations and resources held in L1 (moka counts lazily: settle
+    /// its pending bookkeeping first).
+    pub async fn entries(&self) -> u64 {
+        self.reservations.run_pending_tasks().await;
+        self.resources.run_pending_tasks().await;
         self.reservations.entry_count() + self.resources.entry_count()
     }
 
@@ -280,22 +284,31 @@ impl Cache {
         if !remote.trusted() {
             return None;
         }
+        // The floor is read *before* the GET: the publisher clears a pending
+        // version only after Redis acknowledged the SET, and Redis answers in
+        // order, so a GET sent after the clearing sees the new copy. Checking
+        // only after the GET would let an answer that left Redis just before
+        // the SET pass once the entry was cleared.
+        let floor = self.pending_version(id);
         let (value, recovered) = remote.get::<T>(key).await?;
         if recovered {
             self.forget_entities().await;
         }
         let value = value?;
-        let pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .copied();
-        match pending {
+        let newest_known = floor.max(self.pending_version(id));
+        match newest_known {
             // L2 has not caught up with a write this node committed.
             Some(newer) if newer > version(&value) => None,
             _ => Some(value),
         }
+    }
+
+    fn pending_version(&self, id: Uuid) -> Option<i64> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .copied()
     }
 
     /// Stores a value read from SQLite in L2, in the background.
@@ -320,13 +333,16 @@ impl Cache {
         to: i64,
         party_size: u32,
     ) -> Option<Arc<Vec<u8>>> {
-        let windows = self.availability.get(&resource).await?;
-        let windows = windows.lock().unwrap_or_else(|e| e.into_inner());
-        let found = windows
-            .answers
-            .iter()
-            .find(|w| w.from == from && w.to == to && w.party_size == party_size)
-            .map(|w| w.body.clone());
+        let found = match self.availability.get(&resource).await {
+            Some(windows) => windows
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .answers
+                .iter()
+                .find(|w| w.from == from && w.to == to && w.party_size == party_size)
+                .map(|w| w.body.clone()),
+            None => None,
+        };
         match &found {
             Some(_) => self.hit("l1"),
             None => self.miss(),
@@ -387,16 +403,18 @@ impl Cache {
 
     /// Called by the writer after each commit, before it replies.
     pub async fn committed(&self, changes: &[Changed]) {
+        // Pending first: a reader that sees the epoch bump below must also
+        // see that L2 is behind, or it could take L2's older copy as current.
+        if self.publish.is_some() {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            for change in changes {
+                let (id, version) = identity(change);
+                let entry = pending.entry(id).or_insert(version);
+                *entry = (*entry).max(version);
+            }
+        }
         self.apply(changes).await;
         if let Some(publish) = &self.publish {
-            {
-                let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-                for change in changes {
-                    let (id, version) = identity(change);
-                    let entry = pending.entry(id).or_insert(version);
-                    *entry = (*entry).max(version);
-                }
-            }
             if publish.try_send(changes.to_vec()).is_err() {
                 // Too far behind: L2 may now miss writes; stop trusting it.
                 if let Some(remote) = &self.remote {
@@ -583,7 +601,9 @@ async fn subscriber(cache: Arc<Cache>, remote: Arc<Remote>, mut stop: watch::Rec
                 }
             }
         };
-        if subscribed_before {
+        // Whatever L1 holds may have missed changes published before this
+        // subscription was live (at start-up too, if only for milliseconds).
+        if subscribed_before || cache.entries().await > 0 {
             cache.forget_entities().await;
         }
         subscribed_before = true;

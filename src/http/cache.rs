@@ -64,10 +64,10 @@ pub struct L2 {
 )]
 async fn stats(State(app): State<App>, auth: Auth) -> Result<Json<CacheStats>, AppError> {
     auth.require_admin()?;
-    Ok(Json(cache_stats(&app)))
+    Ok(Json(cache_stats(&app).await))
 }
 
-pub fn cache_stats(app: &App) -> CacheStats {
+pub async fn cache_stats(app: &App) -> CacheStats {
     let cache = &app.cache;
     let l2 = match cache.remote() {
         Some(remote) => L2 {
@@ -91,7 +91,7 @@ pub fn cache_stats(app: &App) -> CacheStats {
         l1: L1 {
             hits: cache.l1.hits.load(Ordering::Relaxed),
             misses: cache.l1.misses.load(Ordering::Relaxed),
-            entries: cache.entries(),
+            entries: cache.entries().await,
         },
         l2,
     }

@@ -6,6 +6,7 @@ mod helpers;
 mod auth;
 mod availability;
 mod cache;
+mod cluster;
 mod concurrency;
 mod errors;
 mod idempotency;

@@ -20,7 +20,9 @@ async fn a_key_issued_on_one_node_works_on_another_at_once() {
     let a = spawn_app_with(|c| node(c, &db.url, "keys-a")).await;
     let b = spawn_app_with(|c| node(c, &db.url, "keys-b")).await;
     // Let node A create the schema before it issues keys.
-    a.get("/v1/sync/status", &a.admin_token).await.assert_status(200);
+    a.get("/v1/sync/status", &a.admin_token)
+        .await
+        .assert_status(200);
     for _ in 0..100 {
         if a.get("/v1/sync/status", &a.admin_token).await.body["last_success_at"].is_string() {
             break;
@@ -45,7 +47,9 @@ async fn a_key_issued_while_postgres_is_down_is_shared_when_it_returns() {
 
     let key = a.create_user_key("patient").await;
     a.get("/v1/resources", &key).await.assert_status(200);
-    b.get("/v1/resources", &key).await.assert_problem(401, "unauthorized");
+    b.get("/v1/resources", &key)
+        .await
+        .assert_problem(401, "unauthorized");
 
     postgres.start_again().await;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -53,7 +57,10 @@ async fn a_key_issued_while_postgres_is_down_is_shared_when_it_returns() {
         if b.get("/v1/resources", &key).await.status == 200 {
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "the key never reached node B");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key never reached node B"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }

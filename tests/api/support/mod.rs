@@ -2,4 +2,5 @@
 //! databases for the sync tests.
 
 pub mod postgres;
+pub mod proxy;
 pub mod redis;

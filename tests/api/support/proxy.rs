@@ -77,8 +77,7 @@ impl TcpProxy {
 
     /// A proxy to the host and port of `url` (e.g. a `postgres://` URL).
     pub async fn to_url(url: &str) -> TcpProxy {
-        let parsed =
-            reqwest::Url::parse(url).unwrap_or_else(|e| panic!("not a URL: {url:?}: {e}"));
+        let parsed = reqwest::Url::parse(url).unwrap_or_else(|e| panic!("not a URL: {url:?}: {e}"));
         let host = parsed
             .host_str()
             .unwrap_or_else(|| panic!("a URL without a host: {url:?}"));
