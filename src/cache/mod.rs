@@ -414,17 +414,17 @@ impl Cache {
             }
         }
         self.apply(changes).await;
-        if let Some(publish) = &self.publish {
-            if publish.try_send(changes.to_vec()).is_err() {
-                // Too far behind: L2 may now miss writes; stop trusting it.
-                if let Some(remote) = &self.remote {
-                    remote.distrust();
-                }
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .clear();
+        if let Some(publish) = &self.publish
+            && publish.try_send(changes.to_vec()).is_err()
+        {
+            // Too far behind: L2 may now miss writes; stop trusting it.
+            if let Some(remote) = &self.remote {
+                remote.distrust();
             }
+            self.pending
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clear();
         }
     }
 
