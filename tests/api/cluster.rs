@@ -81,16 +81,13 @@ async fn spawn_node(postgres: &str, redis: Option<&str>, node: &str) -> TestApp 
 /// module notes). The database is dropped before the cluster stops.
 struct PrivateDatabase {
     db: TestDatabase,
-    _cluster: ThrowawayPostgres,
+    cluster: ThrowawayPostgres,
 }
 
 async fn private_database() -> PrivateDatabase {
     let cluster = ThrowawayPostgres::start().await;
     let db = test_database_at(&cluster.url()).await;
-    PrivateDatabase {
-        db,
-        _cluster: cluster,
-    }
+    PrivateDatabase { db, cluster }
 }
 
 /// An always-open UTC resource with hourly slots.
@@ -739,17 +736,46 @@ async fn check_races(
             assert_eq!(row.version, expected.0, "{id}: {row:?}");
             // Through the cache as well as the list.
             for node in nodes {
-                let reply = get(node, id).await;
-                let local = reply.assert_status(200);
-                assert_eq!(
-                    (&local["status"], &local["version"], &local["sync_state"]),
-                    (&json!(row.status), &json!(expected.0), &json!(expected.1)),
-                    "{id} on {}: {local}",
-                    node.address
-                );
+                assert_read_settled(node, id, &row.status, expected.0, expected.1).await;
             }
         }
     }
+}
+
+/// Asserts that `GET /v1/reservations/{id}` on `node` (through its caches)
+/// shows what its list (SQLite) already shows. On a mismatch, watches a few
+/// seconds longer so the failure says whether the cache was stale for a
+/// moment or for good.
+async fn assert_read_settled(node: &TestApp, id: &str, status: &str, version: i64, state: &str) {
+    let expected = (json!(status), json!(version), json!(state));
+    let seen = |r: &Value| {
+        (
+            r["status"].clone(),
+            r["version"].clone(),
+            r["sync_state"].clone(),
+        )
+    };
+    let first = get(node, id).await;
+    if seen(first.assert_status(200)) == expected {
+        return;
+    }
+    let listed = list(node, None).await.remove(id);
+    let since = Instant::now();
+    let healed = loop {
+        let again = get(node, id).await;
+        if seen(&again.body) == expected {
+            break format!("the read showed it {:?} later", since.elapsed());
+        }
+        if since.elapsed() > Duration::from_secs(5) {
+            break format!("still {} 5 s later", again.text);
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    panic!(
+        "{id} on {}: the read shows {}, the list {listed:?}, PostgreSQL settled it as \
+         {expected:?}; {healed}",
+        node.address, first.text
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -850,8 +876,9 @@ async fn node_b_cut_off_from_postgres_keeps_booking_and_converges() {
     let redis = shared_redis().await;
     let db = test_database().await;
     let proxy = TcpProxy::to_url(&db.url).await;
-    let a = spawn_node(&db.url, Some(&redis), &node_name("a")).await;
-    let b = spawn_node(&proxy.url_for(&db.url), Some(&redis), &node_name("b")).await;
+    let (a_name, b_name) = (node_name("a"), node_name("b"));
+    let a = spawn_node(&db.url, Some(&redis), &a_name).await;
+    let b = spawn_node(&proxy.url_for(&db.url), Some(&redis), &b_name).await;
     let resource = id_of(&a.create_resource(room(1)).await);
     wait_for_resource(&b, &resource).await;
     let mut on_a = BTreeSet::new();
@@ -862,7 +889,6 @@ async fn node_b_cut_off_from_postgres_keeps_booking_and_converges() {
     wait_converged(&[&a, &b], &db.pool, &resource).await;
 
     proxy.cut();
-    eprintln!("DEBUG cut at {}", Timestamp::now());
     // B on its own: new hours, a change and a cancellation of its own.
     let mut b_own = Vec::new();
     for slot in 10..16 {
@@ -904,9 +930,37 @@ async fn node_b_cut_off_from_postgres_keeps_booking_and_converges() {
     assert!(down["last_error"].is_string(), "{down}");
     // B keeps answering while it fails: one more booking.
     b_own.push(book(&b, 16).await);
-    // Nothing of B's has reached PostgreSQL or A.
+    on_a.extend(a_own.iter().cloned());
+    on_b.extend(b_own.iter().cloned());
+    for (_, at_a, at_b) in &contested {
+        on_a.insert(at_a.clone());
+        on_b.insert(at_b.clone());
+    }
+    // The cut lasts a while: until every booking of A's is in PostgreSQL
+    // (so A is first to every contested seat) and B has failed a few times.
+    wait_until(
+        soon(),
+        "A's bookings reach PostgreSQL while B keeps failing",
+        || async {
+            let (status_a, status_b) = (sync_status(&a).await, sync_status(&b).await);
+            let pg = pg_rows(&db.pool, Some(&resource)).await;
+            let missing = on_a.iter().filter(|id| !pg.contains_key(*id)).count();
+            let failures = status_b["consecutive_failures"].as_u64().unwrap_or(0);
+            match (status_a["pending"].as_i64(), missing, failures) {
+                (Some(0), 0, 3..) => Ok(()),
+                _ => Err(format!(
+                    "A {status_a}; B {status_b}; {missing} of A's missing"
+                )),
+            }
+        },
+    )
+    .await;
+    // Nothing of B's has reached PostgreSQL or A, nor anything of A's B.
     let pg = pg_rows(&db.pool, Some(&resource)).await;
-    let listed_on_a = list(&a, Some(&resource)).await;
+    let (listed_on_a, listed_on_b) = (
+        list(&a, Some(&resource)).await,
+        list(&b, Some(&resource)).await,
+    );
     for id in b_own.iter().chain(contested.iter().map(|(_, _, b)| b)) {
         assert!(
             !pg.contains_key(id),
@@ -917,18 +971,14 @@ async fn node_b_cut_off_from_postgres_keeps_booking_and_converges() {
             "{id} reached A through the cut"
         );
     }
-    for (_, at_a, _) in &contested {
-        assert!(!list(&b, Some(&resource)).await.contains_key(at_a));
+    for id in a_own.iter().chain(contested.iter().map(|(_, a, _)| a)) {
+        assert!(
+            !listed_on_b.contains_key(id),
+            "{id} reached B through the cut"
+        );
     }
     assert!(proxy.dropped() > 0, "B never tried to reconnect");
-    on_a.extend(a_own.iter().cloned());
-    on_b.extend(b_own.iter().cloned());
-    for (_, at_a, at_b) in &contested {
-        on_a.insert(at_a.clone());
-        on_b.insert(at_b.clone());
-    }
 
-    eprintln!("DEBUG restore at {}", Timestamp::now());
     proxy.restore();
     let pg = wait_converged(&[&a, &b], &db.pool, &resource).await;
 
@@ -940,15 +990,10 @@ async fn node_b_cut_off_from_postgres_keeps_booking_and_converges() {
         pg_counts(&db.pool).await,
         (acknowledged.len() as i64, acknowledged.len() as i64)
     );
-    for id in &on_a {
-        assert_eq!(pg[id].origin_node, pg[on_a.first().unwrap()].origin_node);
-    }
-    {
-        let rows: Vec<(String, String, i64, String, String, String, i64, i64)> = sqlx::query_as("SELECT id::text, status, version, origin_node, changed_by, synced_at::text, change_txid, change_seq FROM reservations WHERE resource_id = $1::text::uuid ORDER BY change_seq").bind(&resource).fetch_all(&db.pool).await.unwrap();
-        for r in rows {
-            eprintln!("DEBUG {r:?}");
+    for (ids, origin) in [(&on_a, &a_name), (&on_b, &b_name)] {
+        for id in ids {
+            assert_eq!(&pg[id].origin_node, origin, "{id}");
         }
-        eprintln!("DEBUG contested {contested:?}");
     }
     // A's bookings reached PostgreSQL while B could not: A won every
     // contested seat, B's copies were rejected there and on both nodes.
@@ -964,13 +1009,8 @@ async fn node_b_cut_off_from_postgres_keeps_booking_and_converges() {
             "slot {slot}"
         );
         for node in [&a, &b] {
-            let loser = get(node, at_b).await;
-            assert_eq!(
-                (&loser.body["status"], &loser.body["sync_state"]),
-                (&json!("rejected"), &json!("conflict")),
-                "{}",
-                loser.text
-            );
+            assert_read_settled(node, at_a, "confirmed", 1, "synced").await;
+            assert_read_settled(node, at_b, "rejected", 2, "conflict").await;
         }
     }
     let confirmed_per_slot = pg.values().filter(|r| r.status == "confirmed").fold(
@@ -1236,6 +1276,56 @@ async fn the_feed_does_not_miss_a_late_committing_transaction() {
         );
     }
     pool.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_transaction_in_another_database_does_not_hold_back_the_feed() {
+    // The feed only reads transactions below the oldest one still running
+    // on the whole server, so an open write transaction in an unrelated
+    // database (another application sharing the server, an operator's
+    // session) holds back every node's feed for as long as it stays open.
+    let redis = shared_redis().await;
+    let private = private_database().await;
+    let db = &private.db;
+    let a = spawn_node(&db.url, Some(&redis), &node_name("a")).await;
+    let b = spawn_node(&db.url, Some(&redis), &node_name("b")).await;
+    let resource = id_of(&a.create_resource(room(1)).await);
+    wait_for_resource(&b, &resource).await;
+
+    let other = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&private.cluster.url())
+        .await
+        .expect("connect to the maintenance database");
+    let mut unrelated = other.begin().await.unwrap();
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(&mut *unrelated)
+        .await
+        .unwrap();
+
+    let reply = a
+        .create_reservation(&a.admin_token, &in_hour(&resource, 10))
+        .await;
+    let acknowledged = Instant::now();
+    let id = id_of(reply.assert_status(201));
+    // Watch (without panicking, so the transaction is ended either way).
+    let mut seen_after = None;
+    while acknowledged.elapsed() < Duration::from_secs(3) {
+        if list(&b, Some(&resource)).await.contains_key(&id) {
+            seen_after = Some(acknowledged.elapsed());
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let held = acknowledged.elapsed();
+    unrelated.rollback().await.unwrap();
+    match seen_after {
+        Some(after) => assert!(after <= WITHIN, "B listed A's booking only after {after:?}"),
+        None => panic!(
+            "B did not list A's booking in {held:?}, while a transaction in another \
+             database stayed open"
+        ),
+    }
 }
 
 /// Writes a booking on `node` and waits until `other` lists it: every change

@@ -34,7 +34,7 @@ use crate::{
     client::{Conn, Target},
     probes::{RssProbe, SyncProbe},
     report::Report,
-    run::Plan,
+    run::{Measured, Plan},
     scenario::{Scenario, Shape, Workload},
 };
 
@@ -117,6 +117,10 @@ struct RunArgs {
     /// print the ratios.
     #[arg(long)]
     baseline: bool,
+    /// Split `--duration` into this many rounds, alternating service and
+    /// baseline (each round has its own warm-up).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100))]
+    rounds: u32,
     /// Worker threads of the baseline server (the service's default runtime
     /// has one per core).
     #[arg(long, default_value_t = std::thread::available_parallelism().map_or(2, |n| n.get()))]
@@ -228,24 +232,35 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let service = run::run(&target, &plan, workload.clone()).await?;
+    // Service and baseline alternate round by round, so that a slow spell of
+    // a shared machine hits both sides alike.
+    let rounds = args.rounds.max(1);
+    let round_plan = Plan {
+        duration: plan.duration / rounds,
+        ..plan.clone()
+    };
+    let baseline_server = if args.baseline {
+        Some(Baseline::start(args.baseline_threads)?)
+    } else {
+        None
+    };
+    let mut service = Measured::empty();
+    let mut baseline = baseline_server.as_ref().map(|_| Measured::empty());
+    for round in 1..=rounds {
+        if !args.json && rounds > 1 {
+            eprintln!("round {round}/{rounds}");
+        }
+        service.append(run::run(&target, &round_plan, workload.clone()).await?);
+        if let (Some(server), Some(measured)) = (&baseline_server, baseline.as_mut()) {
+            let baseline_target = target.at(server.addr)?;
+            measured.append(run::run(&baseline_target, &round_plan, workload.clone()).await?);
+        }
+    }
+    drop(baseline_server);
     let server_memory = rss.map(RssProbe::finish);
     let sync = match sync {
         Some(probe) => Some(probe.finish().await?),
         None => None,
-    };
-
-    let baseline = if args.baseline {
-        if !args.json {
-            eprintln!("running the same shapes against the baseline server");
-        }
-        let server = Baseline::start(args.baseline_threads)?;
-        let baseline_target = target.at(server.addr)?;
-        let measured = run::run(&baseline_target, &plan, workload.clone()).await;
-        drop(server);
-        Some(measured?)
-    } else {
-        None
     };
 
     let mut report = Report::new(
@@ -255,6 +270,7 @@ async fn run_scenario(args: RunArgs) -> anyhow::Result<()> {
         baseline.as_ref(),
         args.label,
     );
+    report.rounds = rounds;
     report.server_memory = server_memory;
     report.sync = sync;
     let json = serde_json::to_string_pretty(&report)?;

@@ -135,6 +135,8 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate: Option<f64>,
     pub connections: usize,
+    /// Service and baseline alternated this many times.
+    pub rounds: u32,
     pub duration_s: f64,
     pub warmup_s: f64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -187,6 +189,7 @@ impl Report {
             mode: if fixed { "fixed-rate" } else { "closed-loop" },
             rate: plan.rate,
             connections: plan.connections,
+            rounds: 1,
             duration_s: plan.duration.as_secs_f64(),
             warmup_s: plan.warmup.as_secs_f64(),
             window_days: matches!(shape.scenario, Scenario::Availability | Scenario::Mixed)
@@ -206,7 +209,7 @@ impl Report {
         let mut out = String::new();
         let _ = write!(
             out,
-            "scenario {}{} — {}{}, {} connections, {:.0}s (+{:.0}s warm-up)",
+            "scenario {}{} — {}{}, {} connections, {:.0}s (+{:.0}s warm-up){}",
             self.scenario.as_str(),
             self.label
                 .as_deref()
@@ -219,6 +222,11 @@ impl Report {
             self.connections,
             self.duration_s,
             self.warmup_s,
+            if self.rounds > 1 {
+                format!(" in {} alternating rounds", self.rounds)
+            } else {
+                String::new()
+            },
         );
         if let Some(days) = self.window_days {
             let _ = write!(out, ", window {days} d");

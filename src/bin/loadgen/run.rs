@@ -56,7 +56,7 @@ pub struct Measured {
 }
 
 impl Measured {
-    fn empty() -> Measured {
+    pub fn empty() -> Measured {
         Measured {
             answered: 0,
             errors: 0,
@@ -84,6 +84,13 @@ impl Measured {
         for (op, hist) in other.by_op {
             let _ = self.by_op.entry(op).or_insert_with(histogram).add(&hist);
         }
+    }
+
+    /// Adds a later round of the same run (elapsed times add up).
+    pub fn append(&mut self, other: Measured) {
+        let elapsed = self.elapsed + other.elapsed;
+        self.merge(other);
+        self.elapsed = elapsed;
     }
 
     pub fn rps(&self) -> f64 {

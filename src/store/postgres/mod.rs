@@ -337,10 +337,24 @@ struct FeedResource {
     stamp: Stamp,
 }
 
-/// Rows after the cursor whose transactions have all finished (see the
-/// change feed notes in migrations/postgres).
-const FEED_FILTER: &str = "WHERE (change_txid, change_seq) > ($1, $2) \
-     AND change_txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+/// Rows after the cursor written by transactions that have all finished.
+///
+/// The horizon is the lowest transaction id still running in this
+/// statement's snapshot (or, with none, the snapshot's xmax): every row with
+/// a lower `change_txid` is committed and visible now, and no row with a
+/// lower one can appear later. Transactions that `pg_stat_activity` shows in
+/// *other* databases on the same server are left out, so an idle session
+/// elsewhere cannot stall the feed; a transaction that ended between the
+/// snapshot and that look stays counted, which can only delay a page. The
+/// horizon is computed in the same statement as the read, so both use the
+/// same snapshot. (backend_xid is 32-bit: it is compared modulo 2^32.)
+const FEED_FILTER: &str = "WHERE (change_txid, change_seq) > ($1, $2) AND change_txid < ( \
+     SELECT coalesce(min(x::text::bigint), max(pg_snapshot_xmax(s.snap)::text::bigint)) \
+     FROM (SELECT pg_current_snapshot() AS snap) AS s \
+     LEFT JOIN LATERAL pg_snapshot_xip(s.snap) AS x ON \
+       (x::text::bigint % 4294967296) NOT IN ( \
+         SELECT backend_xid::text::bigint FROM pg_stat_activity \
+         WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database())) \
      ORDER BY change_txid, change_seq LIMIT $3";
 
 impl Postgres {

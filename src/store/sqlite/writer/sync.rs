@@ -194,13 +194,21 @@ impl WriterTask {
         } else {
             (local.version + 1).max(rejection.version)
         };
+        // At Postgres's version the row must read exactly as Postgres stores
+        // it, which keeps the updated_at this node sent. Only a newer local
+        // version (a change made meanwhile) is a new edit, sent up again.
+        let updated_at = if version > rejection.version {
+            now()
+        } else {
+            local.updated_at
+        };
         query(
             "UPDATE reservations SET status = 'rejected', sync_state = 'conflict', version = ?2, updated_at = ?3 \
              WHERE id = ?1",
         )
         .bind(rejection.id.hyphenated().to_string())
         .bind(version)
-        .bind(micros(now()))
+        .bind(micros(updated_at))
         .execute(&mut self.conn)
         .await?;
         if version > rejection.version {
@@ -210,7 +218,7 @@ impl WriterTask {
             status: Status::Rejected,
             sync_state: SyncState::Conflict,
             version,
-            updated_at: now(),
+            updated_at,
             ..local
         };
         self.changed(&rejected, &[]);
