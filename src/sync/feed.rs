@@ -81,6 +81,9 @@ async fn run(
             _ = tick.tick() => {}
         }
         loop {
+            if *stop.borrow() {
+                return;
+            }
             // The sync task migrates too; sqlx serialises the two with an
             // advisory lock, and the feed must not read an older schema.
             let page = match async {

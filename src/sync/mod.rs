@@ -162,8 +162,13 @@ impl Syncer {
                 _ = self.wake.notified() => {}
                 _ = tick.tick() => {}
             }
-            // Drain: keep sending while full batches come back.
+            // Drain: keep sending while full batches come back, but a long
+            // backlog must not keep shutdown waiting: the final flush takes
+            // over, bounded by the grace period.
             loop {
+                if *stop.borrow() {
+                    break 'wait;
+                }
                 match self.round().await {
                     Ok(sent) => {
                         backoff = None;
