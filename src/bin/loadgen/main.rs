@@ -303,3 +303,32 @@ async fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("20s"), Ok(Duration::from_secs(20)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("5"), Ok(Duration::from_secs(5)));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("-1s").is_err());
+        assert!(parse_duration("2d").is_err());
+    }
+
+    #[tokio::test]
+    async fn only_loopback_targets() {
+        assert!(Target::resolve("http://127.0.0.1:8080", None).await.is_ok());
+        assert!(Target::resolve("http://[::1]:8080", None).await.is_ok());
+        assert!(Target::resolve("http://10.0.0.1:8080", None).await.is_err());
+        assert!(Target::resolve("http://192.168.1.1", None).await.is_err());
+        assert!(
+            Target::resolve("https://127.0.0.1:8443", None)
+                .await
+                .is_err()
+        );
+    }
+}
