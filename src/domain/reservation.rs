@@ -192,10 +192,6 @@ impl ReservationPatch {
         f.finish()?;
         Ok(patch)
     }
-
-    pub fn is_empty(&self) -> bool {
-        *self == ReservationPatch::default()
-    }
 }
 
 impl Reservation {

@@ -35,12 +35,6 @@ pub enum Patch<T> {
     Set(T),
 }
 
-impl<T> Patch<T> {
-    pub fn is_absent(&self) -> bool {
-        matches!(self, Patch::Absent)
-    }
-}
-
 /// Reader over one JSON object. `prefix` is prepended to field names so nested
 /// objects report paths like `reservations[3].party_size`.
 pub struct Fields {
@@ -178,10 +172,6 @@ impl Fields {
     pub fn error(&mut self, name: &str, message: impl Into<String>) {
         let path = self.path(name);
         self.errors.push(FieldError::new(path, message));
-    }
-
-    pub fn has_errors(&self) -> bool {
-        !self.errors.is_empty()
     }
 
     /// Every error collected, plus one per field nobody asked for.

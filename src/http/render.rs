@@ -12,7 +12,6 @@ use serde_json::json;
 use super::error::PROBLEM_JSON;
 use crate::{
     domain::{reservation::Reservation, resource::Resource, version::etag},
-    error::AppError,
     store::sqlite::writer::{Change, OpResult, Outcome, StoredResponse},
 };
 
@@ -152,9 +151,4 @@ pub fn not_modified(version: i64) -> Response {
         response.headers_mut().insert(header::ETAG, value);
     }
     response
-}
-
-/// A helper for handlers that answer with an error.
-pub fn error(error: AppError) -> Response {
-    error.into_response()
 }

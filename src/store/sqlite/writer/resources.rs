@@ -48,6 +48,7 @@ impl WriterTask {
         }
         let resource = Resource::create(new.clone(), now());
         self.save_resource(&resource, true).await?;
+        self.enqueue(EntityKind::Resource, resource.id, resource.version);
         Ok(Ok(Outcome::Resource(resource, Change::Created)))
     }
 
@@ -67,9 +68,12 @@ impl WriterTask {
             return Ok(Ok(Outcome::Resource(resource, Change::Unchanged)));
         }
         self.save_resource(&resource, false).await?;
+        self.enqueue(EntityKind::Resource, resource.id, resource.version);
         Ok(Ok(Outcome::Resource(resource, Change::Updated)))
     }
 
+    /// Writes a resource row and hands it to the caches; the caller decides
+    /// whether it goes to PostgreSQL (local writes) or came from there.
     pub(super) async fn save_resource(
         &mut self,
         resource: &Resource,
@@ -100,21 +104,8 @@ impl WriterTask {
             .bind(micros(resource.updated_at))
             .execute(&mut self.conn)
             .await?;
-        self.enqueue(EntityKind::Resource, resource.id, resource.version);
         self.changes.push(Changed::Resource(resource.clone()));
         self.remember(resource.clone());
         Ok(())
-    }
-
-    /// Stores a resource as another node wrote it (no outbox row).
-    pub(super) async fn store_remote_resource(
-        &mut self,
-        resource: &Resource,
-    ) -> anyhow::Result<()> {
-        let exists = self.resource(resource.id).await?.is_some();
-        let sync = std::mem::replace(&mut self.sync_enabled, false);
-        let saved = self.save_resource(resource, !exists).await;
-        self.sync_enabled = sync;
-        saved
     }
 }

@@ -294,12 +294,10 @@ impl WriterTask {
             .await?;
         }
         for resource in resources {
-            let newer = match self.resource(resource.id).await? {
-                Some(local) => local.version < resource.version,
-                None => true,
-            };
-            if newer {
-                self.store_remote_resource(resource).await?;
+            // No outbox row: this came from PostgreSQL.
+            match self.resource(resource.id).await? {
+                Some(local) if local.version >= resource.version => {}
+                local => self.save_resource(resource, local.is_none()).await?,
             }
         }
         if reservations.is_empty() {
