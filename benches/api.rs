@@ -347,14 +347,11 @@ fn router_benches(c: &mut Criterion) {
     runtime.block_on(reads.close());
 }
 
-/// The writer alone: each iteration submits exactly `size` creates and waits
-/// for them; on a current-thread runtime they are all queued before the writer
-/// runs, so they form one group and one commit.
+/// The writer alone: each iteration queues exactly `size` creates while the
+/// writer is held (`Writer::hold`), then times from its release to the last
+/// reply, so every iteration is exactly one group and one commit.
 fn writer_benches(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let runtime = multi_thread();
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path());
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -386,41 +383,47 @@ fn writer_benches(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("writer group commit");
     for size in [1usize, 16, 256] {
-        // One group per iteration: check it once.
-        let commits = writer.stats().commits.load(Ordering::Relaxed);
-        // `unconstrained`: tokio's cooperative budget would otherwise make the
-        // 129th send yield, and the writer would start on the first 128.
-        runtime.block_on(tokio::task::unconstrained(join_all((0..size).map(|_| {
-            slot += 1;
-            writer.submit(op(slot), None)
-        }))));
-        assert_eq!(
-            writer.stats().commits.load(Ordering::Relaxed) - commits,
-            1,
-            "{size} queued creates form one group"
-        );
         group.throughput(Throughput::Elements(size as u64));
         group.bench_function(format!("group of {size} creates"), |b| {
-            b.to_async(&runtime).iter_batched(
-                || {
-                    (0..size)
-                        .map(|_| {
-                            slot += 1;
-                            op(slot)
-                        })
-                        .collect::<Vec<Op>>()
-                },
-                |ops| {
-                    let writer = writer.clone();
-                    async move {
-                        let submits = join_all(ops.into_iter().map(|op| writer.submit(op, None)));
-                        for result in tokio::task::unconstrained(submits).await {
+            b.to_async(&runtime).iter_custom(|iterations| {
+                let writer = writer.clone();
+                let ops: Vec<Vec<Op>> = (0..iterations)
+                    .map(|_| {
+                        (0..size)
+                            .map(|_| {
+                                slot += 1;
+                                op(slot)
+                            })
+                            .collect()
+                    })
+                    .collect();
+                async move {
+                    let mut total = Duration::ZERO;
+                    for ops in ops {
+                        let held = writer.hold().await;
+                        let sender = writer.clone();
+                        let submitted = tokio::spawn(async move {
+                            join_all(ops.into_iter().map(|op| sender.submit(op, None))).await
+                        });
+                        while writer.queue_depth() < size {
+                            tokio::task::yield_now().await;
+                        }
+                        let commits = writer.stats().commits.load(Ordering::Relaxed);
+                        let started = Instant::now();
+                        held.release().await;
+                        for result in submitted.await.unwrap() {
                             result.unwrap();
                         }
+                        total += started.elapsed();
+                        assert_eq!(
+                            writer.stats().commits.load(Ordering::Relaxed) - commits,
+                            1,
+                            "{size} queued creates form one group"
+                        );
                     }
-                },
-                BatchSize::SmallInput,
-            )
+                    total
+                }
+            })
         });
     }
     group.finish();

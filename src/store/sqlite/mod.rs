@@ -1,6 +1,12 @@
-//! The local SQLite store: one write connection owned by the [`writer`] task,
-//! and a pool of read-only connections for everything else. WAL mode lets the
-//! readers run while the writer commits.
+//! The local SQLite store: one write connection owned by the [`writer`]
+//! thread, and a pool of read-only connections for everything else. WAL mode
+//! lets the readers run while the writer commits.
+//!
+//! The write connection is a plain rusqlite connection rather than sqlx's:
+//! sqlx runs every statement on a worker thread of its own and hands the
+//! result back over a channel, which made thread hand-offs, not SQLite, the
+//! cost of a create (BENCHMARKS.md). The writer runs its whole transaction
+//! synchronously on its own thread instead.
 
 mod plans;
 pub mod queries;
@@ -12,11 +18,8 @@ use std::{str::FromStr, time::Duration};
 
 use anyhow::Context;
 use sqlx::{
-    ConnectOptions, Connection,
-    sqlite::{
-        SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
-        SqliteSynchronous,
-    },
+    ConnectOptions,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
 };
 
 use crate::config::{Config, Synchronous};
@@ -28,7 +31,7 @@ pub const DB_FILE: &str = "reservoir.db";
 
 /// Opens (creating if needed) the database under the data dir, applies the
 /// embedded migrations, and returns the read pool and the write connection.
-pub async fn open(config: &Config) -> anyhow::Result<(Reads, SqliteConnection)> {
+pub async fn open(config: &Config) -> anyhow::Result<(Reads, rusqlite::Connection)> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let path = config.data_dir.join(DB_FILE);
@@ -43,12 +46,7 @@ pub async fn open(config: &Config) -> anyhow::Result<(Reads, SqliteConnection)> 
         .pragma("temp_store", "memory")
         .log_statements(tracing::log::LevelFilter::Trace);
 
-    let write_options = base
-        .clone()
-        .create_if_missing(true)
-        // A bigger page cache for the one connection that walks the indexes on
-        // every insert; readers keep SQLite's default.
-        .pragma("cache_size", "-16384");
+    let write_options = base.clone().create_if_missing(true);
     // Migrations run through a one-connection pool: `Migrator::run` on a bare
     // `&mut SqliteConnection` makes the caller's future non-`Send`.
     let migrations = SqlitePoolOptions::new()
@@ -61,8 +59,8 @@ pub async fn open(config: &Config) -> anyhow::Result<(Reads, SqliteConnection)> 
         .await
         .context("cannot apply SQLite migrations")?;
     migrations.close().await;
-    let mut write = write_options.connect().await?;
-    write.ping().await?;
+    let write = open_writer(&path, config.sqlite_synchronous)
+        .with_context(|| format!("cannot open {} for writing", path.display()))?;
 
     let pool = SqlitePoolOptions::new()
         .max_connections(config.read_connections)
@@ -71,4 +69,27 @@ pub async fn open(config: &Config) -> anyhow::Result<(Reads, SqliteConnection)> 
         .await
         .context("cannot open the read pool")?;
     Ok((Reads::new(pool), write))
+}
+
+/// The writer's connection, set up like the pool's (WAL, busy timeout) plus a
+/// bigger page cache for the one connection that walks the indexes on every
+/// insert; readers keep SQLite's default.
+fn open_writer(
+    path: &std::path::Path,
+    synchronous: Synchronous,
+) -> rusqlite::Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    let synchronous = match synchronous {
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Full => "FULL",
+    };
+    // temp_store stays on disk here: the one-off backfill of a large table
+    // (queue_unsynced) must not build its temporary b-trees in RAM.
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
+    conn.pragma_update(None, "synchronous", synchronous)?;
+    conn.pragma_update(None, "cache_size", -16384)?;
+    // Every statement of the hot path stays prepared.
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }

@@ -68,6 +68,28 @@ impl TryFrom<ReservationRow> for Reservation {
     }
 }
 
+impl ReservationRow {
+    /// Reads a row selected with [`RESERVATION_COLUMNS`] on the writer's
+    /// rusqlite connection, by position in that column list.
+    pub fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<ReservationRow> {
+        Ok(ReservationRow {
+            id: row.get(0)?,
+            resource_id: row.get(1)?,
+            user_id: row.get(2)?,
+            starts_at: row.get(3)?,
+            ends_at: row.get(4)?,
+            party_size: row.get(5)?,
+            status: row.get(6)?,
+            version: row.get(7)?,
+            sync_state: row.get(8)?,
+            notes: row.get(9)?,
+            metadata: row.get(10)?,
+            created_at: row.get(11)?,
+            updated_at: row.get(12)?,
+        })
+    }
+}
+
 pub const RESOURCE_COLUMNS: &str =
     "id, name, capacity, timezone, slot_minutes, opening_hours, version, created_at, updated_at";
 
@@ -82,6 +104,23 @@ pub struct ResourceRow {
     pub version: i64,
     pub created_at: i64,
     pub updated_at: i64,
+}
+
+impl ResourceRow {
+    /// Reads a row selected with [`RESOURCE_COLUMNS`], by position.
+    pub fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<ResourceRow> {
+        Ok(ResourceRow {
+            id: row.get(0)?,
+            name: row.get(1)?,
+            capacity: row.get(2)?,
+            timezone: row.get(3)?,
+            slot_minutes: row.get(4)?,
+            opening_hours: row.get(5)?,
+            version: row.get(6)?,
+            created_at: row.get(7)?,
+            updated_at: row.get(8)?,
+        })
+    }
 }
 
 impl TryFrom<ResourceRow> for Resource {
@@ -107,12 +146,7 @@ impl TryFrom<ResourceRow> for Resource {
 }
 
 /// A reservation as the JSON document `json_each` inserts it from: one bind
-/// parameter carries a whole group of rows.
-pub fn reservation_json(reservation: &Reservation, request_hash: &[u8; 32]) -> Value {
-    reservation_json_with_hash(reservation, &hex(request_hash))
-}
-
-/// Like [`reservation_json`], with the fingerprint already in hex.
+/// parameter carries a whole batch of rows.
 pub fn reservation_json_with_hash(reservation: &Reservation, request_hash: &str) -> Value {
     use crate::domain::time::micros;
     serde_json::json!({

@@ -1,16 +1,23 @@
-//! The single writer: one tokio task owns the only SQLite write connection and
+//! The single writer: one OS thread owns the only SQLite write connection and
 //! applies every write in the service.
 //!
 //! Why one writer: SQLite allows one writer at a time anyway, and owning it in
-//! one task turns the capacity check into plain sequential code that cannot
+//! one thread turns the capacity check into plain sequential code that cannot
 //! race (no overbooking, no retry loops on `SQLITE_BUSY`).
 //!
-//! Why group commit: requests queue on a channel; the task takes everything
+//! Why group commit: requests queue on a channel; the writer takes everything
 //! queued (up to [`MAX_GROUP`]) and applies it in one transaction, so the
 //! commit (and its fsync with `synchronous=full`) is paid once per group, not
-//! once per request. New reservations are buffered and written with a single
-//! multi-row `INSERT ... SELECT FROM json_each(?)` per group. A request is
-//! answered only after the commit that holds its write.
+//! once per request. A request is answered only after the commit that holds
+//! its write.
+//!
+//! Why a thread of its own with a synchronous (rusqlite) connection: a group
+//! is a few dozen small statements, each a few microseconds of SQLite work.
+//! Through an async driver every one of them was a round trip to another
+//! thread and back to a busy tokio worker, and those hand-offs, not SQLite,
+//! set the pace of creates. Here the whole transaction runs straight through
+//! on one thread with cached prepared statements; the async side only queues
+//! jobs and awaits replies.
 //!
 //! If a statement fails (disk full, I/O error), the group's transaction is
 //! rolled back and its jobs are re-run one transaction each, so one bad write
@@ -25,10 +32,14 @@ use std::{
     time::Instant,
 };
 
-use anyhow::Context;
-use sqlx::{Connection, SqliteConnection, query, query_as};
+use rusqlite::{Connection, OptionalExtension, params};
 use tokio::{
-    sync::{Notify, mpsc, oneshot, watch},
+    runtime::Handle,
+    sync::{
+        Notify,
+        mpsc::{self, error::TryRecvError},
+        oneshot, watch,
+    },
     task::JoinHandle,
 };
 use uuid::Uuid;
@@ -144,6 +155,8 @@ pub enum Op {
         user_id: String,
         role: Role,
     },
+    /// Parks the writer outside any transaction: see [`Writer::hold`].
+    Hold(HoldGate),
     /// Store rows as PostgreSQL holds them (written by other nodes); only
     /// versions newer than the local ones are applied, and nothing is queued.
     ApplyRemote {
@@ -152,6 +165,29 @@ pub enum Op {
         /// The change-feed position after these rows, stored with them.
         cursor: Option<FeedCursor>,
     },
+}
+
+/// The two sides of [`Op::Hold`] the writer sees.
+#[derive(Debug, Clone)]
+pub struct HoldGate {
+    /// Notified once the writer has parked.
+    parked: Arc<Notify>,
+    /// The writer stays parked until this turns true.
+    open: watch::Receiver<bool>,
+}
+
+/// A parked writer; [`Held::release`] lets it go.
+pub struct Held {
+    open: watch::Sender<bool>,
+    reply: JoinHandle<OpResult>,
+}
+
+impl Held {
+    /// Lets the writer go: everything queued meanwhile reaches it at once.
+    pub async fn release(self) {
+        let _ = self.open.send(true);
+        let _ = self.reply.await;
+    }
 }
 
 /// What a write did.
@@ -198,9 +234,6 @@ pub struct Idempotency {
     pub render: fn(&OpResult) -> Option<StoredResponse>,
 }
 
-/// An `idempotency_keys` row: request hash, status, location, etag, body.
-type StoredRow = (Vec<u8>, i64, Option<String>, Option<String>, Vec<u8>);
-
 struct Job {
     op: Op,
     idempotency: Option<Idempotency>,
@@ -226,10 +259,13 @@ pub struct WriterStats {
 }
 
 impl Writer {
-    /// Starts the writer on `conn`. It stops once `shutdown` turns true and the
-    /// jobs already queued are committed.
+    /// Starts the writer thread on `conn`. It stops once `shutdown` turns true
+    /// and the jobs already queued are committed; the returned task finishes
+    /// when the thread has closed the connection. Must be called inside a
+    /// tokio runtime, which the thread uses to wait for jobs and to run the
+    /// commit hook.
     pub fn spawn(
-        conn: SqliteConnection,
+        conn: Connection,
         shutdown: watch::Receiver<bool>,
         config: WriterConfig,
     ) -> (Writer, JoinHandle<()>) {
@@ -242,8 +278,9 @@ impl Writer {
         let stats = Arc::new(WriterStats::default());
         let task = WriterTask {
             conn,
+            runtime: Handle::current(),
             resources: HashMap::new(),
-            pending: Vec::new(),
+            longest: HashMap::new(),
             stats: stats.clone(),
             sync_enabled: sync.is_some(),
             outbox: Vec::new(),
@@ -253,7 +290,19 @@ impl Writer {
             changes: Vec::new(),
             on_commit,
         };
-        let handle = tokio::spawn(task.run(queue, shutdown));
+        let (finished, done) = oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name("reservoir-writer".into())
+            .spawn(move || {
+                // Dropped when the thread ends, even by a panic: the task
+                // below then completes and shutdown does not hang.
+                let _finished = finished;
+                task.run(queue, shutdown);
+            })
+            .expect("cannot start the writer thread");
+        let handle = tokio::spawn(async move {
+            let _ = done.await;
+        });
         (Writer { jobs, stats }, handle)
     }
 
@@ -264,6 +313,23 @@ impl Writer {
     /// Jobs waiting for the writer.
     pub fn queue_depth(&self) -> usize {
         QUEUE - self.jobs.capacity()
+    }
+
+    /// Parks the writer between transactions until [`Held::release`], so that
+    /// what is submitted meanwhile queues up and is committed as one group
+    /// (up to [`MAX_GROUP`]). For tests and benches that need exact groups;
+    /// the service never holds its writer.
+    pub async fn hold(&self) -> Held {
+        let (open, gate) = watch::channel(false);
+        let parked = Arc::new(Notify::new());
+        let writer = self.clone();
+        let op = Op::Hold(HoldGate {
+            parked: parked.clone(),
+            open: gate,
+        });
+        let reply = tokio::spawn(async move { writer.submit(op, None).await });
+        parked.notified().await;
+        Held { open, reply }
     }
 
     /// Applies `op` and waits for the commit that holds it.
@@ -284,18 +350,18 @@ impl Writer {
     }
 }
 
-/// A reservation applied in this transaction but not yet inserted.
-pub(super) struct PendingInsert {
-    reservation: Reservation,
-    request_hash: [u8; 32],
-}
-
 pub(super) struct WriterTask {
-    conn: SqliteConnection,
-    /// Resources by id: read on every create, changed only by this task.
+    conn: Connection,
+    /// The service's runtime: the thread blocks on it to wait for jobs and to
+    /// run the (async) commit hook.
+    runtime: Handle,
+    /// Resources by id: read on every create, changed only by this thread.
     resources: HashMap<Uuid, Resource>,
-    /// New reservations of the open transaction, flushed in one statement.
-    pending: Vec<PendingInsert>,
+    /// Per resource, no confirmed hold is longer than this (microseconds):
+    /// how far back the capacity check must look. Loaded once per resource,
+    /// then raised by every write; it never shrinks, so a rolled-back write
+    /// leaves it conservative, never wrong.
+    longest: HashMap<Uuid, i64>,
     stats: Arc<WriterStats>,
     /// Whether writes are queued for PostgreSQL.
     sync_enabled: bool,
@@ -311,28 +377,52 @@ pub(super) struct WriterTask {
 }
 
 impl WriterTask {
-    async fn run(mut self, mut queue: mpsc::Receiver<Job>, mut shutdown: watch::Receiver<bool>) {
+    fn run(mut self, mut queue: mpsc::Receiver<Job>, mut shutdown: watch::Receiver<bool>) {
         loop {
-            let first = tokio::select! {
-                biased;
-                job = queue.recv() => match job {
-                    Some(job) => job,
-                    None => break,
-                },
-                _ = crate::shutdown::requested(&mut shutdown) => {
-                    // Commit what was accepted before the signal, then stop.
-                    queue.close();
-                    let mut rest = Vec::new();
-                    while let Some(job) = queue.recv().await {
-                        rest.push(job);
-                    }
-                    for group in rest.chunks_mut(MAX_GROUP) {
-                        let group: Vec<Job> = group.iter_mut().map(take_job).collect();
-                        self.commit_group(group).await;
-                    }
-                    break;
+            // Under load the next job is already queued: take it without
+            // parking. Checking the signal first keeps a busy queue from
+            // holding shutdown off.
+            let next = if *shutdown.borrow() {
+                None
+            } else {
+                match queue.try_recv() {
+                    Ok(job) => Some(job),
+                    Err(TryRecvError::Disconnected) => break,
+                    Err(TryRecvError::Empty) => self
+                        .runtime
+                        .block_on(async {
+                            tokio::select! {
+                                biased;
+                                job = queue.recv() => job.map(Some),
+                                _ = crate::shutdown::requested(&mut shutdown) => Some(None),
+                            }
+                        })
+                        .unwrap_or(None),
                 }
             };
+            let Some(first) = next else {
+                if !*shutdown.borrow() {
+                    break; // every sender is gone
+                }
+                // Commit what was accepted before the signal, then stop.
+                queue.close();
+                let mut rest = Vec::new();
+                while let Some(job) = self.runtime.block_on(queue.recv()) {
+                    rest.push(job);
+                }
+                while !rest.is_empty() {
+                    let tail = rest.split_off(rest.len().min(MAX_GROUP));
+                    self.commit_group(std::mem::replace(&mut rest, tail));
+                }
+                break;
+            };
+            if let Op::Hold(gate) = &first.op {
+                let mut open = gate.open.clone();
+                gate.parked.notify_one();
+                let _ = self.runtime.block_on(open.wait_for(|open| *open));
+                let _ = first.reply.send(Ok(Outcome::Done));
+                continue;
+            }
             let mut group = Vec::with_capacity(16);
             group.push(first);
             while group.len() < MAX_GROUP {
@@ -341,17 +431,17 @@ impl WriterTask {
                     Err(_) => break,
                 }
             }
-            self.commit_group(group).await;
+            self.commit_group(group);
         }
-        if let Err(error) = query("PRAGMA optimize").execute(&mut self.conn).await {
+        if let Err(error) = self.conn.execute_batch("PRAGMA optimize") {
             tracing::debug!(%error, "PRAGMA optimize failed");
         }
-        if let Err(error) = self.conn.close().await {
+        if let Err((_, error)) = self.conn.close() {
             tracing::warn!(%error, "closing the SQLite write connection failed");
         }
     }
 
-    async fn commit_group(&mut self, group: Vec<Job>) {
+    fn commit_group(&mut self, group: Vec<Job>) {
         let started = Instant::now();
         self.stats
             .jobs
@@ -360,7 +450,7 @@ impl WriterTask {
             .into_iter()
             .map(|job| ((job.op, job.idempotency), job.reply))
             .unzip();
-        let result = self.transaction(&work).await;
+        let result = self.transaction(&work);
         metrics::histogram!("reservoir_writer_group_size").record(work.len() as f64);
         metrics::histogram!("reservoir_writer_commit_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -373,9 +463,13 @@ impl WriterTask {
             }
             Err(error) if work.len() > 1 => {
                 self.stats.split_groups.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%error, size = work.len(), "group commit failed; retrying its writes one by one");
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    size = work.len(),
+                    "group commit failed; retrying its writes one by one"
+                );
                 for (job, reply) in work.into_iter().zip(replies) {
-                    let result = match self.transaction(std::slice::from_ref(&job)).await {
+                    let result = match self.transaction(std::slice::from_ref(&job)) {
                         Ok(mut results) => results
                             .pop()
                             .unwrap_or_else(|| Err(anyhow::anyhow!("no result").into())),
@@ -395,35 +489,15 @@ impl WriterTask {
 
     /// Applies `work` in one transaction. `Err` means the transaction was
     /// rolled back and nothing of it persisted.
-    async fn transaction(
-        &mut self,
-        work: &[(Op, Option<Idempotency>)],
-    ) -> anyhow::Result<Vec<OpResult>> {
-        query("BEGIN IMMEDIATE")
-            .execute(&mut self.conn)
-            .await
-            .context("BEGIN")?;
-        let applied = async {
-            let mut results = Vec::with_capacity(work.len());
-            for (op, idempotency) in work {
-                results.push(self.execute(op, idempotency.as_ref()).await?);
-            }
-            self.flush_reservations().await?;
-            self.flush_outbox().await?;
-            query("COMMIT")
-                .execute(&mut self.conn)
-                .await
-                .context("COMMIT")?;
-            self.stats.commits.fetch_add(1, Ordering::Relaxed);
-            anyhow::Ok(results)
-        }
-        .await;
+    fn transaction(&mut self, work: &[(Op, Option<Idempotency>)]) -> anyhow::Result<Vec<OpResult>> {
+        self.run_sql("BEGIN IMMEDIATE")?;
+        let applied = self.apply_all(work);
         let changes = std::mem::take(&mut self.changes);
         if applied.is_ok()
             && !changes.is_empty()
             && let Some(hook) = &self.on_commit
         {
-            hook(changes).await;
+            self.runtime.block_on(hook(changes));
         }
         if std::mem::take(&mut self.outbox_written)
             && applied.is_ok()
@@ -432,34 +506,57 @@ impl WriterTask {
             notify.notify_one();
         }
         if applied.is_err() {
-            self.pending.clear();
             self.changes.clear();
             self.outbox.clear();
             // The cached resources may hold changes that were rolled back.
             self.resources.clear();
-            if let Err(error) = query("ROLLBACK").execute(&mut self.conn).await {
+            // A failed COMMIT may already have rolled back on its own.
+            if !self.conn.is_autocommit()
+                && let Err(error) = self.run_sql("ROLLBACK")
+            {
                 tracing::error!(%error, "ROLLBACK failed");
             }
         }
         applied
     }
 
+    /// The body of [`Self::transaction`], between BEGIN and COMMIT.
+    fn apply_all(&mut self, work: &[(Op, Option<Idempotency>)]) -> anyhow::Result<Vec<OpResult>> {
+        let mut results = Vec::with_capacity(work.len());
+        for (op, idempotency) in work {
+            results.push(self.execute(op, idempotency.as_ref())?);
+        }
+        self.flush_outbox()?;
+        self.run_sql("COMMIT")?;
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        Ok(results)
+    }
+
+    /// A parameterless statement, prepared once.
+    fn run_sql(&self, sql: &str) -> rusqlite::Result<usize> {
+        self.conn.prepare_cached(sql)?.execute([])
+    }
+
     /// One job: the idempotency check, the write, and the remembered answer.
-    async fn execute(
-        &mut self,
-        op: &Op,
-        idempotency: Option<&Idempotency>,
-    ) -> anyhow::Result<OpResult> {
+    fn execute(&mut self, op: &Op, idempotency: Option<&Idempotency>) -> anyhow::Result<OpResult> {
         let Some(idem) = idempotency else {
-            return self.apply(op).await;
+            return self.apply(op);
         };
-        let stored: Option<StoredRow> = query_as(
-            "SELECT request_hash, status, location, etag, body FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
-        )
-        .bind(&idem.scope)
-        .bind(&idem.key)
-        .fetch_optional(&mut self.conn)
-        .await?;
+        let stored = self
+            .conn
+            .prepare_cached(
+                "SELECT request_hash, status, location, etag, body FROM idempotency_keys WHERE scope = ?1 AND key = ?2",
+            )?
+            .query_row(params![idem.scope, idem.key], |row| {
+                Ok((
+                    row.get::<_, Vec<u8>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, Option<String>>(2)?,
+                    row.get::<_, Option<String>>(3)?,
+                    row.get::<_, Vec<u8>>(4)?,
+                ))
+            })
+            .optional()?;
         if let Some((hash, status, location, etag, body)) = stored {
             if hash != idem.request_hash {
                 return Ok(Err(AppError::IdempotencyKeyReused));
@@ -471,27 +568,28 @@ impl WriterTask {
                 body,
             })));
         }
-        let result = self.apply(op).await?;
+        let result = self.apply(op)?;
         if let Some(response) = (idem.render)(&result) {
-            query(
-                "INSERT INTO idempotency_keys (scope, key, request_hash, status, location, etag, body, created_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .bind(&idem.scope)
-            .bind(&idem.key)
-            .bind(&idem.request_hash[..])
-            .bind(i64::from(response.status))
-            .bind(response.location)
-            .bind(response.etag)
-            .bind(response.body)
-            .bind(micros(now()))
-            .execute(&mut self.conn)
-            .await?;
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO idempotency_keys (scope, key, request_hash, status, location, etag, body, created_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    idem.scope,
+                    idem.key,
+                    &idem.request_hash[..],
+                    i64::from(response.status),
+                    response.location,
+                    response.etag,
+                    response.body,
+                    micros(now()),
+                ])?;
         }
         Ok(result)
     }
 
-    async fn apply(&mut self, op: &Op) -> anyhow::Result<OpResult> {
+    fn apply(&mut self, op: &Op) -> anyhow::Result<OpResult> {
         match op {
             Op::CreateKey {
                 hash,
@@ -499,31 +597,27 @@ impl WriterTask {
                 role,
                 bootstrap,
             } => {
-                query("INSERT INTO api_keys (hash, user_id, role, bootstrap, created_at) VALUES (?1, ?2, ?3, ?4, ?5)")
-                    .bind(&hash[..])
-                    .bind(user_id)
-                    .bind(role.as_str())
-                    .bind(*bootstrap)
-                    .bind(micros(now()))
-                    .execute(&mut self.conn)
-                    .await?;
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO api_keys (hash, user_id, role, bootstrap, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?
+                    .execute(params![&hash[..], user_id, role.as_str(), *bootstrap, micros(now())])?;
                 Ok(Ok(Outcome::Done))
             }
-            Op::CreateResource(new) => self.create_resource(new).await,
+            Op::CreateResource(new) => self.create_resource(new),
             Op::UpdateResource {
                 id,
                 patch,
                 if_match,
-            } => self.update_resource(*id, patch, if_match.as_ref()).await,
+            } => self.update_resource(*id, patch, if_match.as_ref()),
             Op::CreateReservation(booking) => Ok(self
-                .create_reservation(booking)
-                .await?
+                .create_reservation(booking)?
                 .map(|(reservation, change)| Outcome::Reservation(reservation, change))),
             Op::CreateReservations(items) => {
                 let mut results = Vec::with_capacity(items.len());
                 for item in items {
                     results.push(match item {
-                        Ok(booking) => self.create_reservation(booking).await?,
+                        Ok(booking) => self.create_reservation(booking)?,
                         Err(error) => Err(error.clone()),
                     });
                 }
@@ -534,34 +628,29 @@ impl WriterTask {
                 id,
                 patch,
                 if_match,
-            } => {
-                self.update_reservation(principal, *id, patch, if_match.as_ref())
-                    .await
-            }
+            } => self.update_reservation(principal, *id, patch, if_match.as_ref()),
             Op::CancelReservation {
                 principal,
                 id,
                 if_match,
-            } => {
-                self.cancel_reservation(principal, *id, if_match.as_ref())
-                    .await
-            }
+            } => self.cancel_reservation(principal, *id, if_match.as_ref()),
             Op::PurgeIdempotency { before } => {
-                query("DELETE FROM idempotency_keys WHERE created_at < ?1")
-                    .bind(before)
-                    .execute(&mut self.conn)
-                    .await?;
+                self.conn
+                    .prepare_cached("DELETE FROM idempotency_keys WHERE created_at < ?1")?
+                    .execute([before])?;
                 Ok(Ok(Outcome::Done))
             }
-            Op::SyncApplied(report) => self.apply_sync_report(report).await,
-            Op::QueueUnsynced => self.queue_unsynced().await,
+            // Queued behind other jobs: there is nothing left to hold back.
+            Op::Hold(_) => Ok(Ok(Outcome::Done)),
+            Op::SyncApplied(report) => self.apply_sync_report(report),
+            Op::QueueUnsynced => self.queue_unsynced(),
             Op::KeysShared(hashes) => {
-                query("UPDATE api_keys SET synced = 1 WHERE hash IN (SELECT unhex(value) FROM json_each(?1))")
-                    .bind(serde_json::to_string(
-                        &hashes.iter().map(|h| crate::store::sqlite::rows::hex(h)).collect::<Vec<_>>(),
-                    )?)
-                    .execute(&mut self.conn)
-                    .await?;
+                let mut statement = self
+                    .conn
+                    .prepare_cached("UPDATE api_keys SET synced = 1 WHERE hash = ?1")?;
+                for hash in hashes {
+                    statement.execute([hash])?;
+                }
                 Ok(Ok(Outcome::Done))
             }
             Op::StoreSharedKey {
@@ -569,26 +658,19 @@ impl WriterTask {
                 user_id,
                 role,
             } => {
-                query(
-                    "INSERT INTO api_keys (hash, user_id, role, bootstrap, created_at, synced) \
-                     VALUES (?1, ?2, ?3, 0, ?4, 1) ON CONFLICT (hash) DO NOTHING",
-                )
-                .bind(&hash[..])
-                .bind(user_id)
-                .bind(role.as_str())
-                .bind(micros(now()))
-                .execute(&mut self.conn)
-                .await?;
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO api_keys (hash, user_id, role, bootstrap, created_at, synced) \
+                         VALUES (?1, ?2, ?3, 0, ?4, 1) ON CONFLICT (hash) DO NOTHING",
+                    )?
+                    .execute(params![&hash[..], user_id, role.as_str(), micros(now())])?;
                 Ok(Ok(Outcome::Done))
             }
             Op::ApplyRemote {
                 resources,
                 reservations,
                 cursor,
-            } => {
-                self.apply_remote(resources, reservations, cursor.as_ref())
-                    .await
-            }
+            } => self.apply_remote(resources, reservations, cursor.as_ref()),
         }
     }
 }
@@ -633,18 +715,6 @@ fn check_version(if_match: Option<&VersionMatch>, version: i64) -> Result<(), Ap
 fn logged(error: anyhow::Error) -> AppError {
     tracing::error!(error = format!("{error:#}"), "write failed");
     AppError::Internal(Arc::new(error))
-}
-
-fn take_job(slot: &mut Job) -> Job {
-    let (reply, _) = oneshot::channel();
-    std::mem::replace(
-        slot,
-        Job {
-            op: Op::PurgeIdempotency { before: 0 },
-            idempotency: None,
-            reply,
-        },
-    )
 }
 
 #[cfg(test)]

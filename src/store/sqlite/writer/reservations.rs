@@ -1,10 +1,12 @@
 //! Reservation writes: create (with the capacity check), change and cancel.
-//! New reservations are buffered and inserted with one statement per group.
+//! Each is a handful of cached prepared statements on the writer's own
+//! connection; rows written earlier in the same group are visible to later
+//! capacity checks because they share the open transaction.
 
 use uuid::Uuid;
 
 use super::{
-    Booking, Change, Changed, EntityKind, OpResult, Outcome, PendingInsert, WriterTask,
+    Booking, Change, Changed, EntityKind, OpResult, Outcome, RESOURCE_CACHE, WriterTask,
     check_bookable, check_version, full, not_found,
 };
 use crate::{
@@ -16,13 +18,13 @@ use crate::{
         version::VersionMatch,
     },
     error::AppError,
-    store::sqlite::{queries, rows},
+    store::sqlite::{queries::direct as queries, rows},
 };
 use anyhow::Context;
-use sqlx::{query, query_scalar};
+use rusqlite::{OptionalExtension, params};
 
 impl WriterTask {
-    pub(super) async fn create_reservation(
+    pub(super) fn create_reservation(
         &mut self,
         booking: &Booking,
     ) -> anyhow::Result<Result<(Reservation, Change), AppError>> {
@@ -31,7 +33,7 @@ impl WriterTask {
         let request_hash = new.fingerprint(user_id);
 
         if let Some(id) = new.id
-            && let Some((reservation, stored_hash)) = self.existing(id).await?
+            && let Some((reservation, stored_hash)) = self.existing(id)?
         {
             return Ok(if stored_hash == rows::hex(&request_hash) {
                 Ok((reservation, Change::Replayed))
@@ -41,7 +43,7 @@ impl WriterTask {
                 )))
             });
         }
-        let Some(resource) = self.resource(new.resource_id).await? else {
+        let Some(resource) = self.resource(new.resource_id)? else {
             return Ok(Err(AppError::validation(
                 "resource_id",
                 "no resource with this id exists",
@@ -51,7 +53,7 @@ impl WriterTask {
             return Ok(Err(error));
         }
         let (start, end) = (micros(new.starts_at), micros(new.ends_at));
-        let holds = self.holds(resource.id, start, end, None).await?;
+        let holds = self.holds(resource.id, start, end, None)?;
         if !fits(holds, start, end, new.party_size, resource.capacity) {
             return Ok(Err(full(&resource, new.party_size)));
         }
@@ -83,111 +85,113 @@ impl WriterTask {
         if !booking.exempt {
             self.quotas.record(user_id, resource.id, micros(at));
         }
+        self.insert_reservation(&reservation, &rows::hex(&request_hash))?;
         self.enqueue(EntityKind::Reservation, reservation.id, reservation.version);
         self.changed(&reservation, &[]);
-        self.pending.push(PendingInsert {
-            reservation: reservation.clone(),
-            request_hash,
-        });
         Ok(Ok((reservation, Change::Created)))
     }
 
-    /// A reservation by id with its create fingerprint, looking at this
-    /// transaction's unflushed inserts first.
-    pub(super) async fn existing(
-        &mut self,
-        id: Uuid,
-    ) -> anyhow::Result<Option<(Reservation, String)>> {
-        if let Some(pending) = self.pending.iter().find(|p| p.reservation.id == id) {
-            return Ok(Some((
-                pending.reservation.clone(),
-                rows::hex(&pending.request_hash),
-            )));
-        }
-        let hash: Option<String> =
-            query_scalar("SELECT request_hash FROM reservations WHERE id = ?1")
-                .bind(id.hyphenated().to_string())
-                .fetch_optional(&mut self.conn)
-                .await?;
+    /// A reservation by id with its create fingerprint.
+    pub(super) fn existing(&mut self, id: Uuid) -> anyhow::Result<Option<(Reservation, String)>> {
+        let hash: Option<String> = self
+            .conn
+            .prepare_cached("SELECT request_hash FROM reservations WHERE id = ?1")?
+            .query_row([id.hyphenated().to_string()], |row| row.get(0))
+            .optional()?;
         let Some(hash) = hash else { return Ok(None) };
-        let reservation = queries::reservation(&mut self.conn, id)
-            .await?
+        let reservation = queries::reservation(&self.conn, id)?
             .context("reservation vanished inside the write transaction")?;
         Ok(Some((reservation, hash)))
     }
 
-    /// Confirmed holds overlapping [start, end): committed rows plus this
-    /// transaction's unflushed inserts.
-    pub(super) async fn holds(
+    /// Confirmed holds on a resource overlapping [start, end), looking back
+    /// only as far as its longest hold reaches.
+    pub(super) fn holds(
         &mut self,
         resource_id: Uuid,
         start: i64,
         end: i64,
         exclude: Option<Uuid>,
     ) -> anyhow::Result<Vec<Hold>> {
-        let mut holds = queries::holds(&mut self.conn, resource_id, start, end, exclude).await?;
-        holds.extend(
-            self.pending
-                .iter()
-                .map(|p| &p.reservation)
-                .filter(|r| r.resource_id == resource_id && r.holds_capacity())
-                .map(|r| Hold {
-                    start: micros(r.starts_at),
-                    end: micros(r.ends_at),
-                    size: r.party_size,
-                })
-                .filter(|h| h.start < end && h.end > start),
-        );
-        Ok(holds)
+        let reach = match self.longest.get(&resource_id) {
+            Some(reach) => *reach,
+            None => {
+                if self.longest.len() >= RESOURCE_CACHE {
+                    self.longest.clear();
+                }
+                let reach = queries::longest_hold(&self.conn, resource_id)?;
+                self.longest.insert(resource_id, reach);
+                reach
+            }
+        };
+        Ok(queries::holds(
+            &self.conn,
+            resource_id,
+            start,
+            end,
+            reach,
+            exclude,
+        )?)
     }
 
-    /// Writes the buffered inserts with one statement.
-    pub(super) async fn flush_reservations(&mut self) -> anyhow::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
+    /// Notes a row written on `resource_id` spanning [start, end), whatever
+    /// its status, so the capacity check keeps looking far enough back.
+    pub(super) fn stretch(&mut self, resource_id: Uuid, start: i64, end: i64) {
+        if let Some(reach) = self.longest.get_mut(&resource_id) {
+            *reach = (*reach).max(end - start);
         }
-        let rows: Vec<serde_json::Value> = self
-            .pending
-            .iter()
-            .map(|p| rows::reservation_json(&p.reservation, &p.request_hash))
-            .collect();
-        query(
-            "INSERT INTO reservations (id, resource_id, user_id, starts_at, ends_at, party_size, status, version, \
-             sync_state, notes, metadata, request_hash, created_at, updated_at) \
-             SELECT value ->> 'id', value ->> 'resource_id', value ->> 'user_id', value ->> 'starts_at', \
-             value ->> 'ends_at', value ->> 'party_size', value ->> 'status', value ->> 'version', \
-             value ->> 'sync_state', value ->> 'notes', value ->> 'metadata', value ->> 'request_hash', \
-             value ->> 'created_at', value ->> 'updated_at' FROM json_each(?1)",
-        )
-        .bind(serde_json::Value::Array(rows).to_string())
-        .execute(&mut self.conn)
-        .await
-        .context("inserting reservations")?;
-        self.pending.clear();
+    }
+
+    /// Inserts a new row (one prepared statement, reused by every create).
+    pub(super) fn insert_reservation(
+        &mut self,
+        r: &Reservation,
+        request_hash: &str,
+    ) -> anyhow::Result<()> {
+        self.stretch(r.resource_id, micros(r.starts_at), micros(r.ends_at));
+        self.conn
+            .prepare_cached(
+                "INSERT INTO reservations (id, resource_id, user_id, starts_at, ends_at, party_size, status, \
+                 version, sync_state, notes, metadata, request_hash, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )?
+            .execute(params![
+                r.id.hyphenated().to_string(),
+                r.resource_id.hyphenated().to_string(),
+                r.user_id,
+                micros(r.starts_at),
+                micros(r.ends_at),
+                i64::from(r.party_size),
+                r.status.as_str(),
+                r.version,
+                r.sync_state.as_str(),
+                r.notes,
+                r.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()),
+                request_hash,
+                micros(r.created_at),
+                micros(r.updated_at),
+            ])
+            .context("inserting a reservation")?;
         Ok(())
     }
 
     /// Loads a reservation the principal may act on (others' are "not found").
-    pub(super) async fn owned(
+    pub(super) fn owned(
         &mut self,
         principal: &Principal,
         id: Uuid,
     ) -> anyhow::Result<Option<Reservation>> {
-        // Updates read committed rows: make this transaction's inserts visible.
-        self.flush_reservations().await?;
-        Ok(queries::reservation(&mut self.conn, id)
-            .await?
-            .filter(|r| principal.owns(&r.user_id)))
+        Ok(queries::reservation(&self.conn, id)?.filter(|r| principal.owns(&r.user_id)))
     }
 
-    pub(super) async fn update_reservation(
+    pub(super) fn update_reservation(
         &mut self,
         principal: &Principal,
         id: Uuid,
         patch: &ReservationPatch,
         if_match: Option<&VersionMatch>,
     ) -> anyhow::Result<OpResult> {
-        let Some(current) = self.owned(principal, id).await? else {
+        let Some(current) = self.owned(principal, id)? else {
             return Ok(Err(not_found("reservation", id)));
         };
         if let Err(error) = check_version(if_match, current.version) {
@@ -206,7 +210,7 @@ impl WriterTask {
         };
         let moved = next.starts_at != current.starts_at || next.ends_at != current.ends_at;
         if moved || next.party_size > current.party_size {
-            let Some(resource) = self.resource(current.resource_id).await? else {
+            let Some(resource) = self.resource(current.resource_id)? else {
                 return Ok(Err(not_found("resource", current.resource_id)));
             };
             if moved && let Err(error) = check_bookable(&resource, next.starts_at, next.ends_at) {
@@ -214,39 +218,47 @@ impl WriterTask {
             }
             let (start, end) = (micros(next.starts_at), micros(next.ends_at));
             // Its own current hold does not count against it.
-            let holds = self.holds(resource.id, start, end, Some(id)).await?;
+            let holds = self.holds(resource.id, start, end, Some(id))?;
             if !fits(holds, start, end, next.party_size, resource.capacity) {
                 return Ok(Err(full(&resource, next.party_size)));
             }
         }
         next.sync_state = self.dirty_state();
-        query(
-            "UPDATE reservations SET starts_at = ?2, ends_at = ?3, party_size = ?4, notes = ?5, metadata = ?6, \
-             version = ?7, updated_at = ?8, sync_state = ?9 WHERE id = ?1",
-        )
-        .bind(id.hyphenated().to_string())
-        .bind(micros(next.starts_at))
-        .bind(micros(next.ends_at))
-        .bind(i64::from(next.party_size))
-        .bind(&next.notes)
-        .bind(next.metadata.as_ref().map(|m| serde_json::Value::Object(m.clone()).to_string()))
-        .bind(next.version)
-        .bind(micros(next.updated_at))
-        .bind(next.sync_state.as_str())
-        .execute(&mut self.conn)
-        .await?;
+        self.stretch(
+            next.resource_id,
+            micros(next.starts_at),
+            micros(next.ends_at),
+        );
+        self.conn
+            .prepare_cached(
+                "UPDATE reservations SET starts_at = ?2, ends_at = ?3, party_size = ?4, notes = ?5, metadata = ?6, \
+                 version = ?7, updated_at = ?8, sync_state = ?9 WHERE id = ?1",
+            )?
+            .execute(params![
+                id.hyphenated().to_string(),
+                micros(next.starts_at),
+                micros(next.ends_at),
+                i64::from(next.party_size),
+                next.notes,
+                next.metadata
+                    .as_ref()
+                    .map(|m| serde_json::Value::Object(m.clone()).to_string()),
+                next.version,
+                micros(next.updated_at),
+                next.sync_state.as_str(),
+            ])?;
         self.enqueue(EntityKind::Reservation, id, next.version);
         self.changed(&next, &[&current]);
         Ok(Ok(Outcome::Reservation(next, Change::Updated)))
     }
 
-    pub(super) async fn cancel_reservation(
+    pub(super) fn cancel_reservation(
         &mut self,
         principal: &Principal,
         id: Uuid,
         if_match: Option<&VersionMatch>,
     ) -> anyhow::Result<OpResult> {
-        let Some(mut reservation) = self.owned(principal, id).await? else {
+        let Some(mut reservation) = self.owned(principal, id)? else {
             return Ok(Err(not_found("reservation", id)));
         };
         if let Err(error) = check_version(if_match, reservation.version) {
@@ -267,15 +279,17 @@ impl WriterTask {
         reservation.version += 1;
         reservation.updated_at = now();
         reservation.sync_state = self.dirty_state();
-        query(
-            "UPDATE reservations SET status = 'cancelled', version = ?2, updated_at = ?3, sync_state = ?4 WHERE id = ?1",
-        )
-        .bind(id.hyphenated().to_string())
-        .bind(reservation.version)
-        .bind(micros(reservation.updated_at))
-        .bind(reservation.sync_state.as_str())
-        .execute(&mut self.conn)
-        .await?;
+        self.conn
+            .prepare_cached(
+                "UPDATE reservations SET status = 'cancelled', version = ?2, updated_at = ?3, sync_state = ?4 \
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                id.hyphenated().to_string(),
+                reservation.version,
+                micros(reservation.updated_at),
+                reservation.sync_state.as_str(),
+            ])?;
         self.enqueue(EntityKind::Reservation, id, reservation.version);
         self.changed(&reservation, &[]);
         Ok(Ok(Outcome::Reservation(reservation, Change::Updated)))

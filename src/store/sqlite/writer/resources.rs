@@ -2,7 +2,7 @@
 //! every resource it has read (each create needs its resource's capacity,
 //! zone and opening hours).
 
-use sqlx::query;
+use rusqlite::params;
 use uuid::Uuid;
 
 use super::{
@@ -16,15 +16,15 @@ use crate::{
         version::VersionMatch,
     },
     error::AppError,
-    store::sqlite::queries,
+    store::sqlite::queries::direct as queries,
 };
 
 impl WriterTask {
-    pub(super) async fn resource(&mut self, id: Uuid) -> anyhow::Result<Option<Resource>> {
+    pub(super) fn resource(&mut self, id: Uuid) -> anyhow::Result<Option<Resource>> {
         if let Some(resource) = self.resources.get(&id) {
             return Ok(Some(resource.clone()));
         }
-        let found = queries::resource(&mut self.conn, id).await?;
+        let found = queries::resource(&self.conn, id)?;
         if let Some(resource) = &found {
             self.remember(resource.clone());
         }
@@ -38,27 +38,27 @@ impl WriterTask {
         self.resources.insert(resource.id, resource);
     }
 
-    pub(super) async fn create_resource(&mut self, new: &NewResource) -> anyhow::Result<OpResult> {
+    pub(super) fn create_resource(&mut self, new: &NewResource) -> anyhow::Result<OpResult> {
         if let Some(id) = new.id
-            && self.resource(id).await?.is_some()
+            && self.resource(id)?.is_some()
         {
             return Ok(Err(AppError::Conflict(format!(
                 "a resource with id {id} already exists"
             ))));
         }
         let resource = Resource::create(new.clone(), now());
-        self.save_resource(&resource, true).await?;
+        self.save_resource(&resource, true)?;
         self.enqueue(EntityKind::Resource, resource.id, resource.version);
         Ok(Ok(Outcome::Resource(resource, Change::Created)))
     }
 
-    pub(super) async fn update_resource(
+    pub(super) fn update_resource(
         &mut self,
         id: Uuid,
         patch: &ResourcePatch,
         if_match: Option<&VersionMatch>,
     ) -> anyhow::Result<OpResult> {
-        let Some(mut resource) = self.resource(id).await? else {
+        let Some(mut resource) = self.resource(id)? else {
             return Ok(Err(not_found("resource", id)));
         };
         if let Err(error) = check_version(if_match, resource.version) {
@@ -67,14 +67,14 @@ impl WriterTask {
         if !resource.apply(patch.clone(), now()) {
             return Ok(Ok(Outcome::Resource(resource, Change::Unchanged)));
         }
-        self.save_resource(&resource, false).await?;
+        self.save_resource(&resource, false)?;
         self.enqueue(EntityKind::Resource, resource.id, resource.version);
         Ok(Ok(Outcome::Resource(resource, Change::Updated)))
     }
 
     /// Writes a resource row and hands it to the caches; the caller decides
     /// whether it goes to PostgreSQL (local writes) or came from there.
-    pub(super) async fn save_resource(
+    pub(super) fn save_resource(
         &mut self,
         resource: &Resource,
         insert: bool,
@@ -86,24 +86,21 @@ impl WriterTask {
             "UPDATE resources SET name = ?2, capacity = ?3, timezone = ?4, slot_minutes = ?5, opening_hours = ?6, \
              version = ?7, created_at = ?8, updated_at = ?9 WHERE id = ?1"
         };
-        query(sql)
-            .bind(resource.id.hyphenated().to_string())
-            .bind(&resource.name)
-            .bind(i64::from(resource.capacity))
-            .bind(&resource.timezone)
-            .bind(i64::from(resource.slot_minutes))
-            .bind(
-                resource
-                    .opening_hours
-                    .as_ref()
-                    .map(serde_json::to_string)
-                    .transpose()?,
-            )
-            .bind(resource.version)
-            .bind(micros(resource.created_at))
-            .bind(micros(resource.updated_at))
-            .execute(&mut self.conn)
-            .await?;
+        self.conn.prepare_cached(sql)?.execute(params![
+            resource.id.hyphenated().to_string(),
+            resource.name,
+            i64::from(resource.capacity),
+            resource.timezone,
+            i64::from(resource.slot_minutes),
+            resource
+                .opening_hours
+                .as_ref()
+                .map(serde_json::to_string)
+                .transpose()?,
+            resource.version,
+            micros(resource.created_at),
+            micros(resource.updated_at),
+        ])?;
         self.changes.push(Changed::Resource(resource.clone()));
         self.remember(resource.clone());
         Ok(())

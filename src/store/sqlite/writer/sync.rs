@@ -2,8 +2,8 @@
 //! writes they describe (the transactional outbox), and the local effects of
 //! Postgres's answers (synced, rejected, dead-lettered).
 
+use rusqlite::{OptionalExtension, params};
 use serde_json::json;
-use sqlx::{query, query_scalar};
 use uuid::Uuid;
 
 use super::{Changed, OpResult, Outcome, WriterTask};
@@ -16,7 +16,7 @@ use crate::{
     store::{
         postgres::{FeedCursor, RemoteReservation},
         sqlite::{
-            queries,
+            queries::direct as queries,
             rows::{RESERVATION_COLUMNS, ReservationRow},
         },
     },
@@ -106,38 +106,34 @@ impl WriterTask {
         }
     }
 
-    /// Writes the buffered outbox entries with one statement.
-    pub(super) async fn flush_outbox(&mut self) -> anyhow::Result<()> {
+    /// Writes the buffered outbox entries, in the order they were made.
+    pub(super) fn flush_outbox(&mut self) -> anyhow::Result<()> {
         if self.outbox.is_empty() {
             return Ok(());
         }
-        let entries: Vec<_> = self
-            .outbox
-            .iter()
-            .map(|e| json!([e.kind.as_str(), e.id.hyphenated().to_string(), e.version]))
-            .collect();
-        query(
-            "INSERT INTO outbox (kind, entity_id, version, created_at) \
-             SELECT value ->> 0, value ->> 1, value ->> 2, ?2 FROM json_each(?1)",
-        )
-        .bind(serde_json::Value::Array(entries).to_string())
-        .bind(micros(now()))
-        .execute(&mut self.conn)
-        .await?;
+        let at = micros(now());
+        let mut statement = self.conn.prepare_cached(
+            "INSERT INTO outbox (kind, entity_id, version, created_at) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        for entry in &self.outbox {
+            statement.execute(params![
+                entry.kind.as_str(),
+                entry.id.hyphenated().to_string(),
+                entry.version,
+                at
+            ])?;
+        }
+        drop(statement);
         self.outbox.clear();
         self.outbox_written = true;
         Ok(())
     }
 
     /// Applies what Postgres answered for one batch.
-    pub(super) async fn apply_sync_report(
-        &mut self,
-        report: &SyncReport,
-    ) -> anyhow::Result<OpResult> {
-        query("DELETE FROM outbox WHERE seq <= ?1")
-            .bind(report.upto_seq)
-            .execute(&mut self.conn)
-            .await?;
+    pub(super) fn apply_sync_report(&mut self, report: &SyncReport) -> anyhow::Result<OpResult> {
+        self.conn
+            .prepare_cached("DELETE FROM outbox WHERE seq <= ?1")?
+            .execute([report.upto_seq])?;
         if !report.synced.is_empty() {
             let synced: Vec<_> = report
                 .synced
@@ -151,14 +147,18 @@ impl WriterTask {
                 .map(|column| format!("reservations.{column}"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let updated: Vec<ReservationRow> = sqlx::query_as(&format!(
-                "UPDATE reservations SET sync_state = 'synced' FROM json_each(?1) AS j \
-                 WHERE reservations.id = j.value ->> 0 AND reservations.version <= j.value ->> 1 \
-                   AND reservations.sync_state = 'pending' RETURNING {returning}"
-            ))
-            .bind(serde_json::Value::Array(synced).to_string())
-            .fetch_all(&mut self.conn)
-            .await?;
+            let updated: Vec<ReservationRow> = self
+                .conn
+                .prepare_cached(&format!(
+                    "UPDATE reservations SET sync_state = 'synced' FROM json_each(?1) AS j \
+                     WHERE reservations.id = j.value ->> 0 AND reservations.version <= j.value ->> 1 \
+                       AND reservations.sync_state = 'pending' RETURNING {returning}"
+                ))?
+                .query_map(
+                    [serde_json::Value::Array(synced).to_string()],
+                    ReservationRow::from_rusqlite,
+                )?
+                .collect::<rusqlite::Result<_>>()?;
             // The caches hold these rows as `pending`.
             for row in updated {
                 let reservation = Reservation::try_from(row)?;
@@ -166,17 +166,20 @@ impl WriterTask {
             }
         }
         for rejection in &report.rejected {
-            self.apply_rejection(rejection).await?;
+            self.apply_rejection(rejection)?;
         }
         for dead in &report.dead {
-            query("INSERT INTO dead_letters (kind, entity_id, version, error, failed_at) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .bind(dead.kind.as_str())
-                .bind(dead.id.hyphenated().to_string())
-                .bind(dead.version)
-                .bind(&dead.error)
-                .bind(micros(now()))
-                .execute(&mut self.conn)
-                .await?;
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO dead_letters (kind, entity_id, version, error, failed_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?
+                .execute(params![
+                    dead.kind.as_str(),
+                    dead.id.hyphenated().to_string(),
+                    dead.version,
+                    dead.error,
+                    micros(now()),
+                ])?;
         }
         Ok(Ok(Outcome::Done))
     }
@@ -184,9 +187,8 @@ impl WriterTask {
     /// Postgres gave the seat to another node: the local copy becomes
     /// rejected (freeing its local capacity) at a version no lower than
     /// Postgres's, and if it is higher Postgres is told.
-    async fn apply_rejection(&mut self, rejection: &Rejection) -> anyhow::Result<()> {
-        self.flush_reservations().await?;
-        let Some(local) = queries::reservation(&mut self.conn, rejection.id).await? else {
+    fn apply_rejection(&mut self, rejection: &Rejection) -> anyhow::Result<()> {
+        let Some(local) = queries::reservation(&self.conn, rejection.id)? else {
             return Ok(());
         };
         let version = if local.status == Status::Rejected {
@@ -202,15 +204,16 @@ impl WriterTask {
         } else {
             local.updated_at
         };
-        query(
-            "UPDATE reservations SET status = 'rejected', sync_state = 'conflict', version = ?2, updated_at = ?3 \
-             WHERE id = ?1",
-        )
-        .bind(rejection.id.hyphenated().to_string())
-        .bind(version)
-        .bind(micros(updated_at))
-        .execute(&mut self.conn)
-        .await?;
+        self.conn
+            .prepare_cached(
+                "UPDATE reservations SET status = 'rejected', sync_state = 'conflict', version = ?2, updated_at = ?3 \
+                 WHERE id = ?1",
+            )?
+            .execute(params![
+                rejection.id.hyphenated().to_string(),
+                version,
+                micros(updated_at)
+            ])?;
         if version > rejection.version {
             self.enqueue(EntityKind::Reservation, rejection.id, version);
         }
@@ -232,38 +235,36 @@ impl WriterTask {
 
     /// Once, when Postgres is first configured: queue every row written while
     /// the node ran on SQLite alone.
-    pub(super) async fn queue_unsynced(&mut self) -> anyhow::Result<OpResult> {
-        let done: Option<String> = query_scalar("SELECT value FROM meta WHERE key = ?1")
-            .bind(BACKFILLED)
-            .fetch_optional(&mut self.conn)
-            .await?;
+    pub(super) fn queue_unsynced(&mut self) -> anyhow::Result<OpResult> {
+        let done: Option<String> = self
+            .conn
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([BACKFILLED], |row| row.get(0))
+            .optional()?;
         if done.is_some() {
             return Ok(Ok(Outcome::Done));
         }
         let at = micros(now());
-        query(
+        self.conn.execute(
             "INSERT INTO outbox (kind, entity_id, version, created_at) \
              SELECT 'resource', id, version, ?1 FROM resources ORDER BY created_at",
-        )
-        .bind(at)
-        .execute(&mut self.conn)
-        .await?;
-        query(
+            [at],
+        )?;
+        // Insertion (rowid) order is creation order and needs no sorter: a
+        // backlog of millions must not be sorted in memory.
+        self.conn.execute(
             "INSERT INTO outbox (kind, entity_id, version, created_at) \
-             SELECT 'reservation', id, version, ?1 FROM reservations WHERE sync_state = 'local' ORDER BY created_at",
-        )
-        .bind(at)
-        .execute(&mut self.conn)
-        .await?;
-        let queued =
-            query("UPDATE reservations SET sync_state = 'pending' WHERE sync_state = 'local'")
-                .execute(&mut self.conn)
-                .await?
-                .rows_affected();
-        query("INSERT INTO meta (key, value) VALUES (?1, '1')")
-            .bind(BACKFILLED)
-            .execute(&mut self.conn)
-            .await?;
+             SELECT 'reservation', id, version, ?1 FROM reservations WHERE sync_state = 'local' ORDER BY rowid",
+            [at],
+        )?;
+        let queued = self.conn.execute(
+            "UPDATE reservations SET sync_state = 'pending' WHERE sync_state = 'local'",
+            [],
+        )?;
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?1, '1')",
+            [BACKFILLED],
+        )?;
         if queued > 0 {
             tracing::info!(
                 queued,
@@ -277,43 +278,43 @@ impl WriterTask {
     /// Stores rows other nodes wrote, as PostgreSQL holds them: a version
     /// newer than the local one replaces it, anything else changes nothing
     /// (so this node's own writes coming back are no-ops).
-    pub(super) async fn apply_remote(
+    pub(super) fn apply_remote(
         &mut self,
         resources: &[Resource],
         reservations: &[RemoteReservation],
         cursor: Option<&FeedCursor>,
     ) -> anyhow::Result<OpResult> {
         if let Some(cursor) = cursor {
-            query(
-                "INSERT INTO meta (key, value) VALUES (?1, ?2) \
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(FEED_CURSOR)
-            .bind(serde_json::to_string(cursor)?)
-            .execute(&mut self.conn)
-            .await?;
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2) \
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![FEED_CURSOR, serde_json::to_string(cursor)?])?;
         }
         for resource in resources {
             // No outbox row: this came from PostgreSQL.
-            match self.resource(resource.id).await? {
+            match self.resource(resource.id)? {
                 Some(local) if local.version >= resource.version => {}
-                local => self.save_resource(resource, local.is_none()).await?,
+                local => self.save_resource(resource, local.is_none())?,
             }
         }
         if reservations.is_empty() {
             return Ok(Ok(Outcome::Done));
         }
-        self.flush_reservations().await?;
         let ids: Vec<String> = reservations
             .iter()
             .map(|r| r.reservation.id.hyphenated().to_string())
             .collect();
-        let local: Vec<(String, i64, i64, i64)> = sqlx::query_as(
-            "SELECT id, version, starts_at, ends_at FROM reservations WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(serde_json::to_string(&ids)?)
-        .fetch_all(&mut self.conn)
-        .await?;
+        let local: Vec<(String, i64, i64, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT id, version, starts_at, ends_at FROM reservations WHERE id IN (SELECT value FROM json_each(?1))",
+            )?
+            .query_map([serde_json::to_string(&ids)?], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
         let local: std::collections::HashMap<String, (i64, i64, i64)> = local
             .into_iter()
             .map(|(id, v, s, e)| (id, (v, s, e)))
@@ -333,6 +334,7 @@ impl WriterTask {
                 reservation: r.clone(),
                 spans,
             });
+            self.stretch(r.resource_id, micros(r.starts_at), micros(r.ends_at));
             let hash = remote.request_hash.clone().unwrap_or_default();
             rows.push(crate::store::sqlite::rows::reservation_json_with_hash(
                 r, &hash,
@@ -341,7 +343,7 @@ impl WriterTask {
         if rows.is_empty() {
             return Ok(Ok(Outcome::Done));
         }
-        query(
+        self.conn.prepare_cached(
             "INSERT INTO reservations (id, resource_id, user_id, starts_at, ends_at, party_size, status, version, \
              sync_state, notes, metadata, request_hash, created_at, updated_at) \
              SELECT value ->> 'id', value ->> 'resource_id', value ->> 'user_id', value ->> 'starts_at', \
@@ -353,10 +355,8 @@ impl WriterTask {
              sync_state = excluded.sync_state, notes = excluded.notes, metadata = excluded.metadata, \
              updated_at = excluded.updated_at \
              WHERE excluded.version > reservations.version",
-        )
-        .bind(serde_json::Value::Array(rows).to_string())
-        .execute(&mut self.conn)
-        .await?;
+        )?
+        .execute([serde_json::Value::Array(rows).to_string()])?;
         Ok(Ok(Outcome::Done))
     }
 }

@@ -1,5 +1,8 @@
 //! Writer tests below HTTP: that group commit really groups, and that one
 //! failing write in a group does not fail its neighbours.
+//!
+//! The writer runs on a thread of its own, so to know what it groups, these
+//! tests park it with [`Writer::hold`] while the jobs queue.
 
 use std::sync::atomic::Ordering;
 
@@ -21,6 +24,23 @@ async fn writer() -> (
     let (stop, stopped) = watch::channel(false);
     let (writer, task) = Writer::spawn(conn, stopped, WriterConfig::default());
     (dir, writer, stop, task)
+}
+
+/// Submits `ops` while the writer is held, so they reach it as one group.
+async fn submit_while_held(writer: &Writer, ops: Vec<Op>) -> Vec<OpResult> {
+    let held = writer.hold().await;
+    let count = ops.len();
+    // One task sends them in order (join_all polls its futures in order).
+    let sender = writer.clone();
+    let submitted =
+        tokio::spawn(
+            async move { join_all(ops.into_iter().map(|op| sender.submit(op, None))).await },
+        );
+    while writer.queue_depth() < count {
+        tokio::task::yield_now().await;
+    }
+    held.release().await;
+    submitted.await.unwrap()
 }
 
 async fn resource(writer: &Writer, capacity: u32) -> Uuid {
@@ -48,16 +68,14 @@ fn booking(resource_id: Uuid, hour: u32) -> Op {
     })
 }
 
-// A current-thread runtime makes the grouping deterministic: every submit is
-// queued before the writer task gets to run.
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test]
 async fn concurrent_writes_share_one_commit() {
     let (_dir, writer, _stop, _task) = writer().await;
     let resource_id = resource(&writer, 1000).await;
     let before = writer.stats().commits.load(Ordering::Relaxed);
 
-    let results =
-        join_all((0..100).map(|i| writer.submit(booking(resource_id, i % 24), None))).await;
+    let ops = (0..100).map(|i| booking(resource_id, i % 24)).collect();
+    let results = submit_while_held(&writer, ops).await;
 
     assert!(
         results
@@ -83,7 +101,7 @@ async fn capacity_is_enforced_inside_a_group() {
     assert_eq!((created, full), (3, 47));
 }
 
-#[tokio::test(flavor = "current_thread")]
+#[tokio::test]
 async fn a_failing_write_does_not_fail_its_group() {
     let (_dir, writer, _stop, _task) = writer().await;
     let resource_id = resource(&writer, 100).await;
@@ -98,7 +116,7 @@ async fn a_failing_write_does_not_fail_its_group() {
     // The same key hash again violates the primary key inside the group.
     let mut ops: Vec<Op> = (0..10).map(|i| booking(resource_id, i)).collect();
     ops.insert(5, key);
-    let results = join_all(ops.into_iter().map(|op| writer.submit(op, None))).await;
+    let results = submit_while_held(&writer, ops).await;
 
     assert!(matches!(results[5], Err(AppError::Internal(_))));
     let created = results
@@ -143,4 +161,60 @@ async fn shutdown_commits_what_was_queued() {
         acknowledged, 20,
         "writes queued before the signal are committed"
     );
+}
+
+fn span(resource_id: Uuid, starts_at: &str, ends_at: &str) -> Op {
+    let new = NewReservation::parse(
+        json!({"resource_id": resource_id, "starts_at": starts_at, "ends_at": ends_at}),
+        "",
+    )
+    .unwrap();
+    Op::CreateReservation(Booking {
+        new,
+        user_id: UserId::parse("alice").unwrap(),
+        exempt: true,
+    })
+}
+
+// The capacity check looks back only as far as the resource's longest hold:
+// a long booking made after that bound was loaded must still be seen.
+#[tokio::test]
+async fn a_long_booking_still_blocks_the_slots_it_covers() {
+    let (_dir, writer, _stop, _task) = writer().await;
+    let resource_id = resource(&writer, 1).await;
+    // Loads the bound (30 minutes) for this resource.
+    writer.submit(booking(resource_id, 1), None).await.unwrap();
+    // Two days from Jan 8 00:00.
+    let long = span(resource_id, "2030-01-08T00:00:00Z", "2030-01-10T00:00:00Z");
+    writer.submit(long, None).await.unwrap();
+
+    // A short booking a day and a half into the long one.
+    let inside = span(resource_id, "2030-01-09T12:00:00Z", "2030-01-09T12:30:00Z");
+    let result = writer.submit(inside, None).await;
+    assert!(
+        matches!(result, Err(AppError::CapacityExceeded(_))),
+        "overbooked: {result:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_look_back_bound_is_reloaded_after_a_restart() {
+    let (dir, writer, stop, task) = writer().await;
+    let resource_id = resource(&writer, 1).await;
+    let long = span(resource_id, "2030-01-08T00:00:00Z", "2030-01-11T00:00:00Z");
+    writer.submit(long, None).await.unwrap();
+    stop.send(true).unwrap();
+    task.await.unwrap();
+
+    let (_reads, conn) = open(&Config::with_data_dir(dir.path())).await.unwrap();
+    let (_stop, stopped) = watch::channel(false);
+    let (writer, _task) = Writer::spawn(conn, stopped, WriterConfig::default());
+    let inside = span(resource_id, "2030-01-10T20:00:00Z", "2030-01-10T21:00:00Z");
+    let result = writer.submit(inside, None).await;
+    assert!(
+        matches!(result, Err(AppError::CapacityExceeded(_))),
+        "overbooked after restart: {result:?}"
+    );
+    let after = span(resource_id, "2030-01-11T00:00:00Z", "2030-01-11T01:00:00Z");
+    assert!(writer.submit(after, None).await.is_ok());
 }
