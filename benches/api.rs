@@ -374,11 +374,7 @@ fn writer_benches(c: &mut Criterion) {
         let start = EPOCH_2040 + slot * 1800;
         let new = NewReservation::parse(booking(&resource_id.to_string(), start, start + 1800), "")
             .unwrap();
-        Op::CreateReservation(Booking {
-            new,
-            user_id: user.clone(),
-            exempt: true,
-        })
+        Op::CreateReservation(Booking::new(new, user.clone(), true))
     };
 
     let mut group = c.benchmark_group("writer group commit");

@@ -326,9 +326,5 @@ fn authorize(principal: &Principal, mut new: NewReservation) -> Result<Booking, 
             ));
         }
     };
-    Ok(Booking {
-        new,
-        user_id,
-        exempt: principal.is_admin(),
-    })
+    Ok(Booking::new(new, user_id, principal.is_admin()))
 }

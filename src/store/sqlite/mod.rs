@@ -8,6 +8,7 @@
 //! cost of a create (BENCHMARKS.md). The writer runs its whole transaction
 //! synchronously on its own thread instead.
 
+mod checkpoint;
 mod plans;
 pub mod queries;
 pub mod reads;

@@ -55,7 +55,10 @@ use crate::{
         version::VersionMatch,
     },
     error::AppError,
-    store::postgres::{FeedCursor, RemoteReservation},
+    store::{
+        postgres::{FeedCursor, RemoteReservation},
+        sqlite::checkpoint::{Checkpointer, WRITER_BACKSTOP_PAGES},
+    },
 };
 
 mod reservations;
@@ -78,6 +81,21 @@ pub struct Booking {
     pub user_id: UserId,
     /// Made with an admin key: not subject to booking quotas.
     pub exempt: bool,
+    /// Hex digest of the request ([`NewReservation::fingerprint`]), computed
+    /// by the caller so the hashing stays off the writer thread.
+    fingerprint: String,
+}
+
+impl Booking {
+    pub fn new(new: NewReservation, user_id: UserId, exempt: bool) -> Booking {
+        let fingerprint = crate::store::sqlite::rows::hex(&new.fingerprint(user_id.as_str()));
+        Booking {
+            new,
+            user_id,
+            exempt,
+            fingerprint,
+        }
+    }
 }
 
 /// A committed change, handed to the commit hook (the caches) after the
@@ -378,6 +396,7 @@ pub(super) struct WriterTask {
 
 impl WriterTask {
     fn run(mut self, mut queue: mpsc::Receiver<Job>, mut shutdown: watch::Receiver<bool>) {
+        let checkpointer = self.start_checkpointer();
         loop {
             // Under load the next job is already queued: take it without
             // parking. Checking the signal first keeps a busy queue from
@@ -433,11 +452,36 @@ impl WriterTask {
             }
             self.commit_group(group);
         }
+        drop(checkpointer);
         if let Err(error) = self.conn.execute_batch("PRAGMA optimize") {
             tracing::debug!(%error, "PRAGMA optimize failed");
         }
         if let Err((_, error)) = self.conn.close() {
             tracing::warn!(%error, "closing the SQLite write connection failed");
+        }
+    }
+
+    /// Takes WAL checkpoints off this thread (see [`Checkpointer`]); without
+    /// one, SQLite's automatic checkpoint stays as it is.
+    fn start_checkpointer(&self) -> Option<Checkpointer> {
+        let path = self.conn.path().filter(|path| !path.is_empty())?;
+        match Checkpointer::start(std::path::Path::new(path)) {
+            Ok(checkpointer) => {
+                if let Err(error) =
+                    self.conn
+                        .pragma_update(None, "wal_autocheckpoint", WRITER_BACKSTOP_PAGES)
+                {
+                    tracing::warn!(%error, "cannot raise the writer's checkpoint threshold");
+                }
+                Some(checkpointer)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "no background checkpointer; the writer checkpoints itself"
+                );
+                None
+            }
         }
     }
 

@@ -18,7 +18,7 @@ use crate::{
         version::VersionMatch,
     },
     error::AppError,
-    store::sqlite::{queries::direct as queries, rows},
+    store::sqlite::queries::direct as queries,
 };
 use anyhow::Context;
 use rusqlite::{OptionalExtension, params};
@@ -30,12 +30,12 @@ impl WriterTask {
     ) -> anyhow::Result<Result<(Reservation, Change), AppError>> {
         let new = &booking.new;
         let user_id = booking.user_id.as_str();
-        let request_hash = new.fingerprint(user_id);
+        let request_hash = &booking.fingerprint;
 
         if let Some(id) = new.id
             && let Some((reservation, stored_hash)) = self.existing(id)?
         {
-            return Ok(if stored_hash == rows::hex(&request_hash) {
+            return Ok(if stored_hash == *request_hash {
                 Ok((reservation, Change::Replayed))
             } else {
                 Err(AppError::Conflict(format!(
@@ -85,7 +85,7 @@ impl WriterTask {
         if !booking.exempt {
             self.quotas.record(user_id, resource.id, micros(at));
         }
-        self.insert_reservation(&reservation, &rows::hex(&request_hash))?;
+        self.insert_reservation(&reservation, request_hash)?;
         self.enqueue(EntityKind::Reservation, reservation.id, reservation.version);
         self.changed(&reservation, &[]);
         Ok(Ok((reservation, Change::Created)))

@@ -61,11 +61,7 @@ fn booking(resource_id: Uuid, hour: u32) -> Op {
         "",
     )
     .unwrap();
-    Op::CreateReservation(Booking {
-        new,
-        user_id: UserId::parse("alice").unwrap(),
-        exempt: false,
-    })
+    Op::CreateReservation(Booking::new(new, UserId::parse("alice").unwrap(), false))
 }
 
 #[tokio::test]
@@ -169,11 +165,7 @@ fn span(resource_id: Uuid, starts_at: &str, ends_at: &str) -> Op {
         "",
     )
     .unwrap();
-    Op::CreateReservation(Booking {
-        new,
-        user_id: UserId::parse("alice").unwrap(),
-        exempt: true,
-    })
+    Op::CreateReservation(Booking::new(new, UserId::parse("alice").unwrap(), true))
 }
 
 // The capacity check looks back only as far as the resource's longest hold:
@@ -217,4 +209,42 @@ async fn the_look_back_bound_is_reloaded_after_a_restart() {
     );
     let after = span(resource_id, "2030-01-11T00:00:00Z", "2030-01-11T01:00:00Z");
     assert!(writer.submit(after, None).await.is_ok());
+}
+
+// Checkpoints run on their own thread: committed rows reach the database file
+// itself (not only the WAL) long before the writer's own, much higher,
+// automatic checkpoint threshold.
+#[tokio::test]
+async fn committed_rows_are_checkpointed_in_the_background() {
+    let (dir, writer, _stop, _task) = writer().await;
+    let resource_id = resource(&writer, 100).await;
+    for hour in 0..5 {
+        writer
+            .submit(booking(resource_id, hour), None)
+            .await
+            .unwrap();
+    }
+    // `immutable=1` reads the database file alone and ignores the WAL.
+    let path = dir.path().join(crate::store::sqlite::DB_FILE);
+    let uri = format!("file:{}?immutable=1", path.display());
+    let in_file = || {
+        let conn = rusqlite::Connection::open_with_flags(
+            &uri,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .unwrap();
+        conn.query_row("SELECT count(*) FROM reservations", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .unwrap()
+    };
+    let mut stored = in_file();
+    for _ in 0..50 {
+        if stored == 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        stored = in_file();
+    }
+    assert_eq!(stored, 5, "the rows never left the WAL");
 }
