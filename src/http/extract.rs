@@ -152,6 +152,29 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
     }
 }
 
+/// `If-None-Match`, taken alone: extracting the whole `HeaderMap` would copy
+/// every header of every read.
+pub struct IfNoneMatch(Option<axum::http::HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(IfNoneMatch(
+            parts.headers.get(header::IF_NONE_MATCH).cloned(),
+        ))
+    }
+}
+
+impl IfNoneMatch {
+    /// Whether it matches the current version (answer 304).
+    pub fn matches(&self, version: i64) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|value| parse_etags(value.to_str().unwrap_or("")).matches(version))
+    }
+}
+
 /// `If-Match`, when present.
 fn if_match(headers: &HeaderMap) -> Option<VersionMatch> {
     headers

@@ -2,12 +2,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Json,
-    extract::State,
-    http::HeaderMap,
-    response::{IntoResponse, Response},
-};
+use axum::{Json, extract::State, http::HeaderMap, response::Response};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
@@ -26,6 +21,7 @@ use super::{
 };
 use crate::{
     App,
+    cache::Cached,
     domain::{
         capacity::LoadProfile,
         resource::{NewResource, Resource, ResourcePatch},
@@ -157,9 +153,9 @@ async fn read(
 ) -> Result<Response, AppError> {
     let resource = find(&app, id).await?;
     if not_modified(&headers, resource.version) {
-        return Ok(render::not_modified(resource.version));
+        return Ok(render::cached_not_modified(&resource));
     }
-    Ok(render::entity(&resource, resource.version))
+    Ok(render::cached(&resource))
 }
 
 #[utoipa::path(
@@ -266,7 +262,7 @@ async fn availability(
         .availability(id, window.0, window.1, party_size)
         .await
     {
-        return Ok(json_bytes(body));
+        return Ok(render::json_bytes(body));
     }
     // The generation is read before the resource and the holds: a change to
     // either after this point keeps the answer out of the cache.
@@ -291,7 +287,7 @@ async fn availability(
         })
     })
     .collect();
-    let body = Arc::new(
+    let body = axum::body::Bytes::from(
         serde_json::to_vec(&Availability {
             resource_id: resource.id,
             timezone: resource.timezone.clone(),
@@ -301,28 +297,12 @@ async fn availability(
         .map_err(anyhow::Error::from)?,
     );
     app.cache
-        .store_availability(&windows, generation, window, body.clone());
-    Ok(json_bytes(body))
+        .store_availability(id, &windows, generation, window, body.clone())
+        .await;
+    Ok(render::json_bytes(body))
 }
 
-fn json_bytes(body: Arc<Vec<u8>>) -> Response {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        axum::body::Bytes::from_owner(ArcBytes(body)),
-    )
-        .into_response()
-}
-
-/// Lets a cached answer be sent without copying it.
-struct ArcBytes(Arc<Vec<u8>>);
-
-impl AsRef<[u8]> for ArcBytes {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-async fn find(app: &App, id: Uuid) -> Result<Arc<Resource>, AppError> {
+async fn find(app: &App, id: Uuid) -> Result<Arc<Cached<Resource>>, AppError> {
     app.resource(id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("resource {id} not found")))

@@ -989,3 +989,52 @@ async fn with_redis_paused_requests_succeed_and_stop_paying_its_timeout_once_the
     })
     .await;
 }
+
+/// L1 is bounded in bytes: with a budget of 64 KiB it keeps some dozens of
+/// reservations however many are written through it, and the ones it had
+/// to let go are still read (from SQLite) correctly.
+#[tokio::test]
+async fn l1_is_bounded_in_bytes() {
+    let app = spawn_app_with(|c| c.cache_max_bytes = 64 * 1024).await;
+    let resource = app.new_resource(1000).await;
+    // Notes make each entry about 1.5 KB of JSON: 300 of them are ~450 KB.
+    let notes = "n".repeat(1500);
+    let items: Vec<Value> = (0..300)
+        .map(|i| {
+            json!({
+                "resource_id": resource,
+                "starts_at": format!("2030-02-01T{:02}:{:02}:00Z", i / 60, i % 60),
+                "ends_at": format!("2030-02-01T{:02}:{:02}:00Z", (i + 1) / 60, (i + 1) % 60),
+                "notes": notes,
+            })
+        })
+        .collect();
+    let reply = app
+        .post_json(
+            "/v1/reservations/batch",
+            &app.admin_token,
+            &json!({"reservations": items}),
+        )
+        .await;
+    let results = reply.assert_status(200)["results"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let ids: Vec<String> = results
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], 201, "{r}");
+            id_of(&r["reservation"])
+        })
+        .collect();
+    let entries = count(&stats(&app).await, "l1", "entries");
+    assert!(
+        entries < 60,
+        "300 reservations of ~1.5 KB each in a 64 KiB L1: {entries} entries held"
+    );
+    for id in [&ids[0], &ids[150], &ids[299]] {
+        let reply = app.get_reservation(&app.admin_token, id).await;
+        assert_eq!(reply.assert_status(200)["notes"], notes.as_str());
+        assert_eq!(reply.etag(), Some("\"1\""));
+    }
+}
