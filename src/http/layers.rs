@@ -159,11 +159,12 @@ where
     S: Service<Request<B>, Response = axum::http::Response<R>>,
     S::Future: Send + 'static,
     S::Error: Send + 'static,
-    R: Send + 'static,
+    R: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    R::Error: Into<axum::BoxError>,
 {
-    type Response = axum::http::Response<R>;
+    type Response = Response;
     type Error = S::Error;
-    type Future = BoxFuture<'static, Result<axum::http::Response<R>, S::Error>>;
+    type Future = BoxFuture<'static, Result<Response, S::Error>>;
 
     fn poll_ready(&mut self, cx: &mut task::Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(cx)
@@ -186,7 +187,10 @@ where
                 handle.requests.increment(1);
                 handle.duration.record(elapsed);
             });
-            Ok(response)
+            // Boxed here, as axum's `from_fn` did: the compression body
+            // inside is large, and every outer layer would otherwise copy it
+            // around with the response.
+            Ok(response.map(axum::body::Body::new))
         })
     }
 }
