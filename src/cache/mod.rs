@@ -68,8 +68,11 @@ const ENTRY_OVERHEAD: u32 = 256;
 /// What the per-resource list of availability windows weighs (the answers'
 /// bodies are weighed separately, in `answers`).
 const WINDOWS_WEIGHT: u32 = ENTRY_OVERHEAD
-    + (WINDOWS_PER_RESOURCE * std::mem::size_of::<Window>()) as u32
+    + (WINDOWS_PER_RESOURCE * (std::mem::size_of::<Window>() + MAX_WINDOW_QUERY)) as u32
     + std::mem::size_of::<Windows>() as u32;
+/// Longest query string an availability answer is kept for (valid ones are
+/// about 100 bytes), which bounds what a window list weighs.
+const MAX_WINDOW_QUERY: usize = 256;
 /// Changes waiting for L2 and pub/sub; beyond this they are dropped and L2 is
 /// distrusted for its TTL.
 const PUBLISH_QUEUE: usize = 10_000;
@@ -252,7 +255,9 @@ pub struct Windows {
 struct Window {
     from: i64,
     to: i64,
-    party_size: u32,
+    /// The request's raw query string, which names the window (`from`, `to`,
+    /// `party_size`); lookups compare it without parsing it.
+    query: Box<str>,
     /// The body's key in `answers`.
     token: u64,
 }
@@ -558,21 +563,18 @@ impl Cache {
         });
     }
 
-    /// A cached availability answer (serialized JSON) for this exact window.
-    pub async fn availability(
-        &self,
-        resource: Uuid,
-        from: i64,
-        to: i64,
-        party_size: u32,
-    ) -> Option<Bytes> {
+    /// A cached availability answer (serialized JSON) for this exact query
+    /// string. Counts a hit when found; the caller counts a miss with
+    /// [`Cache::availability_miss`] once the query proved valid, so that
+    /// rejected requests count as neither.
+    pub async fn availability(&self, resource: Uuid, query: &str) -> Option<Bytes> {
         let token = match self.availability.get(&resource).await {
             Some(windows) => windows
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .answers
                 .iter()
-                .find(|w| w.from == from && w.to == to && w.party_size == party_size)
+                .find(|w| &*w.query == query)
                 .map(|w| w.token),
             None => None,
         };
@@ -586,11 +588,15 @@ impl Cache {
                 .map(|(body, _)| body),
             None => None,
         };
-        match &found {
-            Some(_) => self.hit_l1(),
-            None => self.miss(),
+        if found.is_some() {
+            self.hit_l1();
         }
         found
+    }
+
+    /// Counts an availability request that found no cached answer.
+    pub fn availability_miss(&self) {
+        self.miss();
     }
 
     /// The generation to pass to [`Cache::store_availability`]: read it
@@ -616,9 +622,13 @@ impl Cache {
         resource: Uuid,
         windows: &Mutex<Windows>,
         generation: u64,
-        (from, to, party_size): (i64, i64, u32),
+        (from, to, _party_size): (i64, i64, u32),
+        query: &str,
         body: Bytes,
     ) {
+        if query.len() > MAX_WINDOW_QUERY {
+            return;
+        }
         let token = self.tokens.fetch_add(1, Ordering::Relaxed);
         let evicted = {
             let mut windows = windows.lock().unwrap_or_else(|e| e.into_inner());
@@ -626,11 +636,7 @@ impl Cache {
                 return;
             }
             // Concurrent misses on one window each compute it; keep one.
-            if windows
-                .answers
-                .iter()
-                .any(|w| w.from == from && w.to == to && w.party_size == party_size)
-            {
+            if windows.answers.iter().any(|w| &*w.query == query) {
                 return;
             }
             let evicted = (windows.answers.len() >= WINDOWS_PER_RESOURCE)
@@ -638,7 +644,7 @@ impl Cache {
             windows.answers.push(Window {
                 from,
                 to,
-                party_size,
+                query: query.into(),
                 token,
             });
             evicted

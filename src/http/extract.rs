@@ -115,9 +115,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        Query::parse(parts.uri.query().unwrap_or(""))
+    }
+}
+
+impl Query {
+    /// Parses a raw query string, as the extractor does; for handlers that
+    /// look at the raw string first (a cached answer is keyed by it).
+    pub fn parse(raw: &str) -> Result<Query, AppError> {
         let mut map = Map::new();
         let mut errors = Vec::new();
-        for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+        for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
             if map
                 .insert(name.to_string(), Value::String(value.into_owned()))
                 .is_some()

@@ -2,7 +2,12 @@
 
 use std::sync::Arc;
 
-use axum::{Json, extract::State, http::HeaderMap, response::Response};
+use axum::{
+    Json,
+    extract::State,
+    http::{HeaderMap, Uri},
+    response::Response,
+};
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 use serde_json::Value;
@@ -232,8 +237,16 @@ async fn availability(
     State(app): State<App>,
     _: Auth,
     PathId(id): PathId,
-    Query(mut query): Query,
+    uri: Uri,
 ) -> Result<Response, AppError> {
+    // Answers are found by the raw query string first: a stored answer means
+    // that exact string was valid, and parsing it (JSON fields, two RFC 3339
+    // instants) was a visible part of a cached answer's cost.
+    let raw = uri.query().unwrap_or("");
+    if let Some(body) = app.cache.availability(id, raw).await {
+        return Ok(render::json_bytes(body));
+    }
+    let Query(mut query) = Query::parse(raw)?;
     let from = query.required("from", instant_str);
     let to = query.required("to", instant_str);
     let party_size = query
@@ -257,13 +270,7 @@ async fn availability(
         unreachable!("finish() fails when a required parameter is missing")
     };
     let window = (micros(from), micros(to), party_size);
-    if let Some(body) = app
-        .cache
-        .availability(id, window.0, window.1, party_size)
-        .await
-    {
-        return Ok(render::json_bytes(body));
-    }
+    app.cache.availability_miss();
     // The generation is read before the resource and the holds: a change to
     // either after this point keeps the answer out of the cache.
     let (windows, generation) = app.cache.availability_generation(id).await;
@@ -297,7 +304,7 @@ async fn availability(
         .map_err(anyhow::Error::from)?,
     );
     app.cache
-        .store_availability(id, &windows, generation, window, body.clone())
+        .store_availability(id, &windows, generation, window, raw, body.clone())
         .await;
     Ok(render::json_bytes(body))
 }
