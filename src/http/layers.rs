@@ -249,10 +249,13 @@ struct HttpMetrics {
 
 impl HttpMetrics {
     fn get(&mut self, route: &str, method: &Method, status: u16) -> &RouteHandles {
-        if !self.routes.contains_key(route) {
-            self.routes.insert(route.to_owned(), Vec::new());
-        }
-        let handles = self.routes.get_mut(route).expect("inserted above");
+        // Looked up by `&str` first: the entry API would allocate the key on
+        // every request.
+        let handles = if self.routes.contains_key(route) {
+            self.routes.get_mut(route).expect("checked above")
+        } else {
+            self.routes.entry(route.to_owned()).or_default()
+        };
         let found = handles
             .iter()
             .position(|h| h.status == status && h.method == method);

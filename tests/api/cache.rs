@@ -1038,3 +1038,49 @@ async fn l1_is_bounded_in_bytes() {
         assert_eq!(reply.etag(), Some("\"1\""));
     }
 }
+
+/// Cached availability answers are found by the raw query string: the same
+/// window spelled another way is computed on its own and gives the same
+/// answer, a booking invalidates every spelling, and an invalid query is a
+/// 422 that counts as neither a hit nor a miss.
+#[tokio::test]
+async fn availability_answers_are_keyed_by_the_exact_query_string() {
+    let app = spawn_app().await;
+    let resource = app.new_resource(3).await;
+    let (from, to) = (at("09:00"), at("12:00"));
+    let reordered = [
+        ("party_size", "1"),
+        ("to", to.as_str()),
+        ("from", from.as_str()),
+    ];
+    let first = availability(&app, &resource).await;
+    let before = stats(&app).await;
+    let other = app.availability(&resource, &reordered).await;
+    other.assert_status(200);
+    assert_eq!(other.text, first.text, "the same window");
+    let after = stats(&app).await;
+    assert_eq!(delta(&before, &after, "l1", "misses"), 1, "{after}");
+    assert_cached_answer(&app, &resource, &first, "a second spelling").await;
+
+    app.book(&app.admin_token, &resource, &at("10:00"), &at("11:00"))
+        .await;
+    let fresh = assert_fresh_answer(&app, &resource, "an overlapping booking").await;
+    assert_eq!(remaining_at(&fresh, "10:00"), 2, "{}", fresh.text);
+    let other = app.availability(&resource, &reordered).await;
+    other.assert_status(200);
+    assert_eq!(remaining_at(&other, "10:00"), 2, "{}", other.text);
+
+    let before = stats(&app).await;
+    app.availability(&resource, &[("from", "yesterday"), ("to", to.as_str())])
+        .await
+        .assert_problem(422, "validation");
+    let after = stats(&app).await;
+    assert_eq!(
+        (
+            delta(&before, &after, "l1", "hits"),
+            delta(&before, &after, "l1", "misses")
+        ),
+        (0, 0),
+        "{after}"
+    );
+}
