@@ -385,17 +385,17 @@ async fn cached_pages_never_hide_an_acknowledged_write() {
     let page = app.list_reservations(&app.admin_token, &by_resource).await;
     assert_eq!(
         ids(page.assert_status(200)["items"].as_array().unwrap()),
-        [id.clone()]
+        vec![id.clone()]
     );
     let page = app.list_reservations(&alice, &[]).await;
     assert_eq!(
         ids(page.assert_status(200)["items"].as_array().unwrap()),
-        [id.clone()]
+        vec![id.clone()]
     );
     let page = app.list_reservations(&app.admin_token, &[]).await;
     assert_eq!(
         ids(page.assert_status(200)["items"].as_array().unwrap()),
-        [id.clone()]
+        vec![id.clone()]
     );
 
     // A booking elsewhere by alice: her own list shows it at once.
