@@ -16,7 +16,7 @@ use tokio::{
 use uuid::Uuid;
 
 use crate::{
-    cache::{Cache, CacheSettings, remote::Remote},
+    cache::{Cache, CacheSettings, Cached, remote::Remote},
     config::Config,
     domain::{
         auth::{ADMIN_USER, KeyHash, Principal, Role, UserId, generate_key, hash_key},
@@ -145,7 +145,7 @@ impl App {
 
     /// A reservation by id: cache, local SQLite, then (for ids this node has
     /// never seen) PostgreSQL, storing what it finds so the next read is local.
-    pub async fn reservation(&self, id: Uuid) -> AppResult<Option<Arc<Reservation>>> {
+    pub async fn reservation(&self, id: Uuid) -> AppResult<Option<Arc<Cached<Reservation>>>> {
         self.cache
             .reservation(id, || self.load_reservation(id))
             .await
@@ -178,7 +178,7 @@ impl App {
     }
 
     /// A resource by id: cache, then local SQLite.
-    pub async fn resource(&self, id: Uuid) -> AppResult<Option<Arc<Resource>>> {
+    pub async fn resource(&self, id: Uuid) -> AppResult<Option<Arc<Cached<Resource>>>> {
         self.cache.resource(id, || self.reads.resource(id)).await
     }
 
@@ -264,7 +264,7 @@ impl Service {
             })
             .transpose()?;
         let cache_settings = CacheSettings {
-            max_entries: config.cache_max_entries,
+            max_bytes: config.cache_max_bytes(),
             ttl: Duration::from_millis(config.cache_ttl_ms),
             node_id: node_id.clone(),
         };

@@ -80,9 +80,18 @@ pub struct Config {
     #[arg(long, env = "RESERVOIR_REDIS_TIMEOUT_MS", default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..))]
     pub redis_timeout_ms: u64,
 
-    /// Entries in the in-memory (L1) cache, per kind.
-    #[arg(long, env = "RESERVOIR_CACHE_MAX_ENTRIES", default_value_t = 100_000)]
-    pub cache_max_entries: u64,
+    /// Bytes the in-memory (L1) cache may hold, all kinds together
+    /// (reservations, resources, availability answers, list pages). Each
+    /// entry is charged its JSON size plus an estimate of its decoded copy and
+    /// bookkeeping, so this bounds the cache's share of resident memory.
+    #[arg(long, env = "RESERVOIR_CACHE_MAX_BYTES", default_value_t = DEFAULT_CACHE_MAX_BYTES)]
+    pub cache_max_bytes: u64,
+
+    /// Deprecated: the L1 cache is bounded in bytes (`RESERVOIR_CACHE_MAX_BYTES`).
+    /// Still accepted so old deployments start; a value given here only ever
+    /// lowers the byte budget, to this many entries of a typical reservation.
+    #[arg(long, env = "RESERVOIR_CACHE_MAX_ENTRIES", hide = true)]
+    pub cache_max_entries: Option<u64>,
 
     /// How long an L1 entry lives.
     #[arg(long, env = "RESERVOIR_CACHE_TTL_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
@@ -130,6 +139,17 @@ pub struct Config {
     pub log_format: LogFormat,
 }
 
+/// 8 MiB. With the SQLite page caches (16 MiB for the writer, 2 MiB per
+/// reader), the runtime and allocator overhead, a server holding 1,000,000
+/// reservations peaked at 64.0 MiB resident with 16 MiB here, at the limit
+/// of its 64 MiB target; 8 MiB leaves headroom and still holds thousands of
+/// reservations.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 8 * 1024 * 1024;
+
+/// What a typical reservation costs in L1 (see `cache::Cached::weight`):
+/// used to turn the deprecated entry count into bytes.
+const TYPICAL_ENTRY_BYTES: u64 = 1536;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Synchronous {
     Normal,
@@ -143,6 +163,26 @@ pub enum LogFormat {
 }
 
 impl Config {
+    /// The L1 byte budget: `cache_max_bytes`, lowered by the deprecated
+    /// `cache_max_entries` when that is set (it used to be per kind, with
+    /// reservations the bulk; it is read as a count of reservations).
+    pub fn cache_max_bytes(&self) -> u64 {
+        match self.cache_max_entries {
+            Some(entries) => {
+                tracing::warn!(
+                    "RESERVOIR_CACHE_MAX_ENTRIES is deprecated; set RESERVOIR_CACHE_MAX_BYTES instead"
+                );
+                // Reservations get half the budget (see `cache::Budget`).
+                self.cache_max_bytes.min(
+                    entries
+                        .saturating_mul(TYPICAL_ENTRY_BYTES)
+                        .saturating_mul(2),
+                )
+            }
+            None => self.cache_max_bytes,
+        }
+    }
+
     /// The same configuration with every rate limit and booking quota off
     /// (tests that are not about limits).
     pub fn without_limits(mut self) -> Self {
@@ -172,7 +212,8 @@ impl Config {
             node_id: None,
             redis_url: None,
             redis_timeout_ms: 25,
-            cache_max_entries: 100_000,
+            cache_max_bytes: DEFAULT_CACHE_MAX_BYTES,
+            cache_max_entries: None,
             cache_ttl_ms: 60_000,
             redis_ttl_ms: 300_000,
             request_timeout_ms: 10_000,

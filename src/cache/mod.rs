@@ -11,9 +11,16 @@
 //! slows a write); until that is done, a key's pending version keeps older L2
 //! copies from being served.
 //!
-//! Availability answers are cached in L1 only: each node computes them from
-//! its own replica, and a shared answer computed elsewhere could miss a
-//! booking this node has already acknowledged.
+//! Availability answers and list pages are cached in L1 only: each node
+//! computes them from its own replica, and a shared answer computed elsewhere
+//! could miss a booking this node has already acknowledged.
+//!
+//! L1 is bounded in bytes, not entries ([`CacheSettings::max_bytes`]): every
+//! moka cache has a weigher that charges an entry its serialized size plus an
+//! estimate of its in-memory copy and of moka's own bookkeeping, so the
+//! resident memory of the process stays bounded whatever the rows hold.
+//! Entities are kept with their JSON body and entity tag already rendered
+//! ([`Cached`]): a cache hit is answered without serializing anything.
 
 pub mod breaker;
 pub mod remote;
@@ -28,6 +35,7 @@ use std::{
     time::Duration,
 };
 
+use axum::{body::Bytes, http::HeaderValue};
 use futures::StreamExt;
 use moka::future::Cache as Moka;
 use serde::{Deserialize, Serialize};
@@ -38,7 +46,7 @@ use tokio::{
 use uuid::Uuid;
 
 use crate::{
-    domain::{reservation::Reservation, resource::Resource},
+    domain::{reservation::Reservation, resource::Resource, version::etag},
     error::{AppError, AppResult},
     shutdown,
     store::sqlite::writer::Changed,
@@ -53,18 +61,158 @@ const WRITTEN: u64 = u64::MAX;
 const STRIPES: usize = 1 << 16;
 /// Availability windows kept per resource.
 const WINDOWS_PER_RESOURCE: usize = 32;
+/// What one cached entry costs beyond its own data: moka's hash-table slot,
+/// entry record, access-order and write-order nodes, and the key. An
+/// estimate; it errs high.
+const ENTRY_OVERHEAD: u32 = 256;
+/// What the per-resource list of availability windows weighs (the answers'
+/// bodies are weighed separately, in `answers`).
+const WINDOWS_WEIGHT: u32 = ENTRY_OVERHEAD
+    + (WINDOWS_PER_RESOURCE * (std::mem::size_of::<Window>() + MAX_WINDOW_QUERY)) as u32
+    + std::mem::size_of::<Windows>() as u32;
+/// Longest query string an availability answer is kept for (valid ones are
+/// about 100 bytes), which bounds what a window list weighs.
+const MAX_WINDOW_QUERY: usize = 256;
 /// Changes waiting for L2 and pub/sub; beyond this they are dropped and L2 is
 /// distrusted for its TTL.
 const PUBLISH_QUEUE: usize = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
-    pub max_entries: u64,
+    /// Byte budget of the whole L1, shared out between the kinds (see
+    /// [`Budget`]).
+    pub max_bytes: u64,
     pub ttl: Duration,
     pub node_id: String,
 }
 
-type Entry<T> = (Arc<T>, u64);
+/// How `max_bytes` is shared: reservations get most of it (they are read by
+/// id far more often than anything else), resources an eighth (there are few
+/// of them, and every create and availability request reads one), the rest
+/// goes to availability answers and list pages, which are larger but fewer.
+struct Budget {
+    reservations: u64,
+    resources: u64,
+    windows: u64,
+    answers: u64,
+}
+
+impl Budget {
+    fn new(max_bytes: u64) -> Budget {
+        let eighth = max_bytes / 8;
+        Budget {
+            reservations: eighth * 4,
+            resources: eighth,
+            windows: eighth / 4,
+            answers: max_bytes - eighth * 5 - eighth / 4,
+        }
+    }
+}
+
+/// An entity with its JSON body and entity tag, rendered once when it enters
+/// L1 so that every hit sends the same bytes without serializing again.
+#[derive(Debug)]
+pub struct Cached<T> {
+    value: T,
+    body: Bytes,
+    etag: HeaderValue,
+}
+
+impl<T: Serialize + HasVersion> Cached<T> {
+    pub fn new(value: T) -> Cached<T> {
+        // Serializing these types cannot fail (string keys, no non-finite
+        // floats); an empty body would only ever be a bug, never a panic.
+        let body = Bytes::from(serde_json::to_vec(&value).unwrap_or_default());
+        let etag = HeaderValue::from_str(&etag(value.version()))
+            .unwrap_or_else(|_| HeaderValue::from_static("\"0\""));
+        Cached { value, body, etag }
+    }
+}
+
+impl<T> Cached<T> {
+    /// The entity as JSON, exactly as `serde_json::to_vec` renders it.
+    pub fn body(&self) -> Bytes {
+        self.body.clone()
+    }
+
+    /// `"<version>"`.
+    pub fn etag(&self) -> &HeaderValue {
+        &self.etag
+    }
+
+    /// The bytes this entry is charged in L1: the body, about as much again
+    /// for the decoded value's strings and maps, and the fixed costs.
+    fn weight(&self) -> u32 {
+        let body = u32::try_from(self.body.len()).unwrap_or(u32::MAX / 4);
+        ENTRY_OVERHEAD
+            .saturating_add(std::mem::size_of::<Self>() as u32)
+            .saturating_add(body.saturating_mul(2))
+    }
+}
+
+impl<T> std::ops::Deref for Cached<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: Serialize> Serialize for Cached<T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(serializer)
+    }
+}
+
+type Entry<T> = (Arc<Cached<T>>, u64);
+
+/// A rendered answer kept in `answers`: an availability window's body (found
+/// through its resource's [`Windows`]) or a list page.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AnswerKey {
+    /// `token` is unique per stored answer: a body can only be found through
+    /// a live entry of its resource's windows.
+    Window {
+        resource: Uuid,
+        token: u64,
+    },
+    List(ListKey),
+}
+
+/// Everything a list page depends on besides the rows themselves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ListKey {
+    pub resource_id: Option<Uuid>,
+    pub user_id: Option<String>,
+    pub status: Option<&'static str>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub after: Option<(i64, Uuid)>,
+    pub limit: u32,
+}
+
+impl ListKey {
+    /// The set of rows that can change the page: a resource's reservations
+    /// when one is named (the page holds nothing else), else one user's, else
+    /// all.
+    fn scope(&self) -> Scope<'_> {
+        match (&self.resource_id, &self.user_id) {
+            (Some(resource), _) => Scope::Resource(*resource),
+            (None, Some(user)) => Scope::User(user),
+            (None, None) => Scope::All,
+        }
+    }
+}
+
+enum Scope<'a> {
+    Resource(Uuid),
+    User(&'a str),
+    All,
+}
+
+/// The stamp to pass to [`Cache::store_list_page`], read before the query.
+#[derive(Debug, Clone, Copy)]
+pub struct ListStamp(u64);
 
 #[derive(Debug, Default)]
 pub struct L1Stats {
@@ -76,7 +224,17 @@ pub struct Cache {
     reservations: Moka<Uuid, Entry<Reservation>>,
     resources: Moka<Uuid, Entry<Resource>>,
     availability: Moka<Uuid, Arc<Mutex<Windows>>>,
+    /// Bodies of availability answers and list pages, weighed in bytes.
+    answers: Moka<AnswerKey, (Bytes, u64)>,
     epochs: Box<[AtomicU64]>,
+    /// List-page stamps: bumped by every change to a reservation of the
+    /// resource or user hashed to the stripe (`all` for any change). A page
+    /// stored under an older stamp is no longer a hit.
+    scopes: Box<[AtomicU64]>,
+    all: AtomicU64,
+    /// Source of [`AnswerKey::Window`] tokens.
+    tokens: AtomicU64,
+    counters: Counters,
     /// Versions committed here but not yet written to L2.
     pending: Mutex<HashMap<Uuid, i64>>,
     remote: Option<Arc<Remote>>,
@@ -97,8 +255,29 @@ pub struct Windows {
 struct Window {
     from: i64,
     to: i64,
-    party_size: u32,
-    body: Arc<Vec<u8>>,
+    /// The request's raw query string, which names the window (`from`, `to`,
+    /// `party_size`); lookups compare it without parsing it.
+    query: Box<str>,
+    /// The body's key in `answers`.
+    token: u64,
+}
+
+/// Metric handles, registered once: looking a counter up by name and labels
+/// on every request showed up in the profile of cache hits.
+struct Counters {
+    l1_hits: metrics::Counter,
+    l2_hits: metrics::Counter,
+    l1_misses: metrics::Counter,
+}
+
+impl Counters {
+    fn new() -> Counters {
+        Counters {
+            l1_hits: metrics::counter!("reservoir_cache_hits_total", "layer" => "l1"),
+            l2_hits: metrics::counter!("reservoir_cache_hits_total", "layer" => "l2"),
+            l1_misses: metrics::counter!("reservoir_cache_misses_total", "layer" => "l1"),
+        }
+    }
 }
 
 /// What one node tells the others about a commit.
@@ -125,20 +304,41 @@ impl Cache {
             }
             None => (None, None),
         };
+        let budget = Budget::new(settings.max_bytes);
         let cache = Arc::new(Cache {
             reservations: Moka::builder()
-                .max_capacity(settings.max_entries)
+                .max_capacity(budget.reservations)
+                .weigher(|_, (entry, _): &Entry<Reservation>| entry.weight())
                 .time_to_live(settings.ttl)
                 .build(),
             resources: Moka::builder()
-                .max_capacity(settings.max_entries)
+                .max_capacity(budget.resources)
+                .weigher(|_, (entry, _): &Entry<Resource>| entry.weight())
                 .time_to_live(settings.ttl)
                 .build(),
             availability: Moka::builder()
-                .max_capacity(settings.max_entries / WINDOWS_PER_RESOURCE as u64 + 1)
+                .max_capacity(budget.windows)
+                .weigher(|_, _| WINDOWS_WEIGHT)
+                .time_to_live(settings.ttl)
+                .build(),
+            answers: Moka::builder()
+                .max_capacity(budget.answers)
+                .weigher(|key: &AnswerKey, (body, _): &(Bytes, u64)| {
+                    let key = match key {
+                        AnswerKey::Window { .. } => 0,
+                        AnswerKey::List(list) => list.user_id.as_ref().map_or(0, String::len),
+                    };
+                    u32::try_from(body.len() + key)
+                        .unwrap_or(u32::MAX / 2)
+                        .saturating_add(ENTRY_OVERHEAD)
+                })
                 .time_to_live(settings.ttl)
                 .build(),
             epochs: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            scopes: (0..STRIPES).map(|_| AtomicU64::new(0)).collect(),
+            all: AtomicU64::new(0),
+            tokens: AtomicU64::new(0),
+            counters: Counters::new(),
             pending: Mutex::new(HashMap::new()),
             remote: remote.clone(),
             publish,
@@ -168,16 +368,28 @@ impl Cache {
         &self.epochs[hasher.finish() as usize % STRIPES]
     }
 
-    fn hit(&self, layer: &'static str) {
-        if layer == "l1" {
-            self.l1.hits.fetch_add(1, Ordering::Relaxed);
+    fn scope_stripe(&self, scope: &Scope<'_>) -> &AtomicU64 {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        match scope {
+            Scope::Resource(id) => (0u8, id).hash(&mut hasher),
+            Scope::User(user) => (1u8, user).hash(&mut hasher),
+            Scope::All => return &self.all,
         }
-        metrics::counter!("reservoir_cache_hits_total", "layer" => layer).increment(1);
+        &self.scopes[hasher.finish() as usize % STRIPES]
+    }
+
+    fn hit_l1(&self) {
+        self.l1.hits.fetch_add(1, Ordering::Relaxed);
+        self.counters.l1_hits.increment(1);
+    }
+
+    fn hit_l2(&self) {
+        self.counters.l2_hits.increment(1);
     }
 
     fn miss(&self) {
         self.l1.misses.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("reservoir_cache_misses_total", "layer" => "l1").increment(1);
+        self.counters.l1_misses.increment(1);
     }
 
     /// Reservations and resources held in L1 (moka counts lazily: settle
@@ -193,28 +405,26 @@ impl Cache {
         &self,
         id: Uuid,
         load: F,
-    ) -> AppResult<Option<Arc<Reservation>>>
+    ) -> AppResult<Option<Arc<Cached<Reservation>>>>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = AppResult<Option<Reservation>>>,
     {
-        self.read(
-            &self.reservations,
-            id,
-            reservation_key(id),
-            |r| r.version,
-            load,
-        )
-        .await
+        self.read(&self.reservations, id, reservation_key, |r| r.version, load)
+            .await
     }
 
     /// A resource by id through L1, L2 and `load`.
-    pub async fn resource<F, Fut>(&self, id: Uuid, load: F) -> AppResult<Option<Arc<Resource>>>
+    pub async fn resource<F, Fut>(
+        &self,
+        id: Uuid,
+        load: F,
+    ) -> AppResult<Option<Arc<Cached<Resource>>>>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = AppResult<Option<Resource>>>,
     {
-        self.read(&self.resources, id, resource_key(id), |r| r.version, load)
+        self.read(&self.resources, id, resource_key, |r| r.version, load)
             .await
     }
 
@@ -222,12 +432,39 @@ impl Cache {
         &self,
         l1: &Moka<Uuid, Entry<T>>,
         id: Uuid,
-        key: String,
+        key: fn(Uuid) -> String,
         version: fn(&T) -> i64,
         load: F,
-    ) -> AppResult<Option<Arc<T>>>
+    ) -> AppResult<Option<Arc<Cached<T>>>>
     where
-        T: Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+        T: Serialize + serde::de::DeserializeOwned + HasVersion + Send + Sync + 'static,
+        F: Fn() -> Fut,
+        Fut: Future<Output = AppResult<Option<T>>>,
+    {
+        // The hit path first, on its own: the miss path's future (L2, the
+        // loader, moka's initializer) is large, and keeping it out of this
+        // one keeps every request's future small; copying it around showed
+        // as the top symbol (memmove) in the profile of hits.
+        if let Some((value, stamp)) = l1.get(&id).await
+            && (stamp == WRITTEN || stamp == self.stripe(&id).load(Ordering::Acquire))
+        {
+            self.hit_l1();
+            return Ok(Some(value));
+        }
+        Box::pin(self.read_through(l1, id, key, version, load)).await
+    }
+
+    /// [`Cache::read`] past a hit: reloads, retrying if commits race it.
+    async fn read_through<T, F, Fut>(
+        &self,
+        l1: &Moka<Uuid, Entry<T>>,
+        id: Uuid,
+        key: fn(Uuid) -> String,
+        version: fn(&T) -> i64,
+        load: F,
+    ) -> AppResult<Option<Arc<Cached<T>>>>
+    where
+        T: Serialize + serde::de::DeserializeOwned + HasVersion + Send + Sync + 'static,
         F: Fn() -> Fut,
         Fut: Future<Output = AppResult<Option<T>>>,
     {
@@ -235,7 +472,7 @@ impl Cache {
         for _ in 0..4 {
             if let Some((value, stamp)) = l1.get(&id).await {
                 if stamp == WRITTEN || stamp == self.stripe(&id).load(Ordering::Acquire) {
-                    self.hit("l1");
+                    self.hit_l1();
                     return Ok(Some(value));
                 }
                 l1.invalidate(&id).await;
@@ -244,14 +481,15 @@ impl Cache {
             let loaded = l1
                 .try_get_with(id, async {
                     let epoch = self.stripe(&id).load(Ordering::Acquire);
+                    let key = key(id);
                     if let Some(value) = self.read_l2::<T>(&key, id, version).await {
-                        self.hit("l2");
-                        return Ok((Arc::new(value), epoch));
+                        self.hit_l2();
+                        return Ok((Arc::new(Cached::new(value)), epoch));
                     }
                     match load().await? {
                         Some(value) => {
                             self.fill_l2(&key, &value, version(&value));
-                            Ok((Arc::new(value), epoch))
+                            Ok((Arc::new(Cached::new(value)), epoch))
                         }
                         None => Err(AppError::NotFound(String::new())),
                     }
@@ -271,7 +509,7 @@ impl Cache {
             }
         }
         // Commits kept racing: answer from the source of truth, uncached.
-        Ok(load().await?.map(Arc::new))
+        Ok(load().await?.map(|value| Arc::new(Cached::new(value))))
     }
 
     async fn read_l2<T: serde::de::DeserializeOwned>(
@@ -325,29 +563,40 @@ impl Cache {
         });
     }
 
-    /// A cached availability answer (serialized JSON) for this exact window.
-    pub async fn availability(
-        &self,
-        resource: Uuid,
-        from: i64,
-        to: i64,
-        party_size: u32,
-    ) -> Option<Arc<Vec<u8>>> {
-        let found = match self.availability.get(&resource).await {
+    /// A cached availability answer (serialized JSON) for this exact query
+    /// string. Counts a hit when found; the caller counts a miss with
+    /// [`Cache::availability_miss`] once the query proved valid, so that
+    /// rejected requests count as neither.
+    pub async fn availability(&self, resource: Uuid, query: &str) -> Option<Bytes> {
+        let token = match self.availability.get(&resource).await {
             Some(windows) => windows
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .answers
                 .iter()
-                .find(|w| w.from == from && w.to == to && w.party_size == party_size)
-                .map(|w| w.body.clone()),
+                .find(|w| &*w.query == query)
+                .map(|w| w.token),
             None => None,
         };
-        match &found {
-            Some(_) => self.hit("l1"),
-            None => self.miss(),
+        // The body may have been evicted on its own (it is weighed apart
+        // from the window list): that is a miss like any other.
+        let found = match token {
+            Some(token) => self
+                .answers
+                .get(&AnswerKey::Window { resource, token })
+                .await
+                .map(|(body, _)| body),
+            None => None,
+        };
+        if found.is_some() {
+            self.hit_l1();
         }
         found
+    }
+
+    /// Counts an availability request that found no cached answer.
+    pub fn availability_miss(&self) {
+        self.miss();
     }
 
     /// The generation to pass to [`Cache::store_availability`]: read it
@@ -362,43 +611,124 @@ impl Cache {
     }
 
     /// Stores an answer unless the resource changed since `generation`.
-    pub fn store_availability(
+    ///
+    /// The window goes into the resource's list first, under its lock and
+    /// only if no change came in since `generation`; a change after that
+    /// point finds the window in the list and drops it. The body is inserted
+    /// afterwards: until then a lookup finds no body and computes the answer
+    /// again, which is merely a miss.
+    pub async fn store_availability(
         &self,
+        resource: Uuid,
         windows: &Mutex<Windows>,
         generation: u64,
-        (from, to, party_size): (i64, i64, u32),
-        body: Arc<Vec<u8>>,
+        (from, to, _party_size): (i64, i64, u32),
+        query: &str,
+        body: Bytes,
     ) {
-        let mut windows = windows.lock().unwrap_or_else(|e| e.into_inner());
-        if windows.generation != generation {
+        if query.len() > MAX_WINDOW_QUERY {
             return;
         }
-        if windows.answers.len() >= WINDOWS_PER_RESOURCE {
-            windows.answers.remove(0);
+        let token = self.tokens.fetch_add(1, Ordering::Relaxed);
+        let evicted = {
+            let mut windows = windows.lock().unwrap_or_else(|e| e.into_inner());
+            if windows.generation != generation {
+                return;
+            }
+            // Concurrent misses on one window each compute it; keep one.
+            if windows.answers.iter().any(|w| &*w.query == query) {
+                return;
+            }
+            let evicted = (windows.answers.len() >= WINDOWS_PER_RESOURCE)
+                .then(|| windows.answers.remove(0).token);
+            windows.answers.push(Window {
+                from,
+                to,
+                query: query.into(),
+                token,
+            });
+            evicted
+        };
+        if let Some(old) = evicted {
+            self.answers
+                .invalidate(&AnswerKey::Window {
+                    resource,
+                    token: old,
+                })
+                .await;
         }
-        windows.answers.push(Window {
-            from,
-            to,
-            party_size,
-            body,
-        });
+        self.answers
+            .insert(AnswerKey::Window { resource, token }, (body, 0))
+            .await;
     }
 
     /// Drops the availability answers of `resource` that overlap `spans`
     /// (all of them when `spans` is `None`).
     async fn forget_availability(&self, resource: Uuid, spans: Option<&[(i64, i64)]>) {
         if let Some(windows) = self.availability.get(&resource).await {
-            let mut windows = windows.lock().unwrap_or_else(|e| e.into_inner());
-            windows.generation += 1;
-            match spans {
-                None => windows.answers.clear(),
-                Some(spans) => windows.answers.retain(|w| {
-                    !spans
-                        .iter()
-                        .any(|(start, end)| *start < w.to && *end > w.from)
-                }),
+            let dropped: Vec<u64> = {
+                let mut windows = windows.lock().unwrap_or_else(|e| e.into_inner());
+                windows.generation += 1;
+                let (keep, drop): (Vec<Window>, Vec<Window>) = std::mem::take(&mut windows.answers)
+                    .into_iter()
+                    .partition(|w| match spans {
+                        None => false,
+                        Some(spans) => !spans
+                            .iter()
+                            .any(|(start, end)| *start < w.to && *end > w.from),
+                    });
+                windows.answers = keep;
+                drop.into_iter().map(|w| w.token).collect()
+            };
+            // Only memory: the windows are out of the list, so their bodies
+            // can no longer be found.
+            for token in dropped {
+                self.answers
+                    .invalidate(&AnswerKey::Window { resource, token })
+                    .await;
             }
         }
+    }
+
+    /// The stamp of a list page's scope; read it before running the query.
+    pub fn list_stamp(&self, key: &ListKey) -> ListStamp {
+        ListStamp(self.scope_stripe(&key.scope()).load(Ordering::Acquire))
+    }
+
+    /// A cached list page, unless a reservation in its scope changed since
+    /// it was stored.
+    pub async fn list_page(&self, key: &ListKey) -> Option<Bytes> {
+        let found = match self.answers.get(&AnswerKey::List(key.clone())).await {
+            Some((body, stamp)) if stamp == self.list_stamp(key).0 => Some(body),
+            _ => None,
+        };
+        match &found {
+            Some(_) => self.hit_l1(),
+            None => self.miss(),
+        }
+        found
+    }
+
+    /// Stores a list page computed after `stamp` was read. A change in its
+    /// scope since then makes the stored page a miss at once, so there is no
+    /// window in which a reader could be served rows older than an
+    /// acknowledged write.
+    pub async fn store_list_page(&self, key: ListKey, stamp: ListStamp, body: Bytes) {
+        if self.list_stamp(&key).0 != stamp.0 {
+            return;
+        }
+        self.answers
+            .insert(AnswerKey::List(key), (body, stamp.0))
+            .await;
+    }
+
+    /// Makes every cached list page that may hold `reservation` a miss.
+    fn forget_lists(&self, reservation: &Reservation) {
+        self.scope_stripe(&Scope::Resource(reservation.resource_id))
+            .fetch_add(1, Ordering::AcqRel);
+        self.scope_stripe(&Scope::User(&reservation.user_id))
+            .fetch_add(1, Ordering::AcqRel);
+        self.all.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Called by the writer after each commit, before it replies.
@@ -434,6 +764,7 @@ impl Cache {
             match change {
                 Changed::Reservation { reservation, spans } => {
                     self.stripe(&reservation.id).fetch_add(1, Ordering::AcqRel);
+                    self.forget_lists(reservation);
                     self.put_newer(
                         &self.reservations,
                         reservation.id,
@@ -456,14 +787,15 @@ impl Cache {
 
     async fn put_newer<T>(&self, l1: &Moka<Uuid, Entry<T>>, id: Uuid, value: &T, version: i64)
     where
-        T: HasVersion + Clone + Send + Sync + 'static,
+        T: HasVersion + Serialize + Clone + Send + Sync + 'static,
     {
         let newer = match l1.get(&id).await {
             Some((cached, _)) => cached.version() <= version,
             None => true,
         };
         if newer {
-            l1.insert(id, (Arc::new(value.clone()), WRITTEN)).await;
+            l1.insert(id, (Arc::new(Cached::new(value.clone())), WRITTEN))
+                .await;
         }
     }
 
@@ -498,7 +830,7 @@ impl Cache {
     }
 }
 
-trait HasVersion {
+pub trait HasVersion {
     fn version(&self) -> i64;
 }
 

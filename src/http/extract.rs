@@ -115,9 +115,17 @@ impl<S: Send + Sync> FromRequestParts<S> for Query {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, AppError> {
+        Query::parse(parts.uri.query().unwrap_or(""))
+    }
+}
+
+impl Query {
+    /// Parses a raw query string, as the extractor does; for handlers that
+    /// look at the raw string first (a cached answer is keyed by it).
+    pub fn parse(raw: &str) -> Result<Query, AppError> {
         let mut map = Map::new();
         let mut errors = Vec::new();
-        for (name, value) in form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()) {
+        for (name, value) in form_urlencoded::parse(raw.as_bytes()) {
             if map
                 .insert(name.to_string(), Value::String(value.into_owned()))
                 .is_some()
@@ -149,6 +157,29 @@ impl<S: Send + Sync> FromRequestParts<S> for PathId {
             .and_then(|(_, value)| Uuid::try_parse(value).ok())
             .map(PathId)
             .ok_or_else(|| AppError::NotFound("no resource with this id exists".into()))
+    }
+}
+
+/// `If-None-Match`, taken alone: extracting the whole `HeaderMap` would copy
+/// every header of every read.
+pub struct IfNoneMatch(Option<axum::http::HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(IfNoneMatch(
+            parts.headers.get(header::IF_NONE_MATCH).cloned(),
+        ))
+    }
+}
+
+impl IfNoneMatch {
+    /// Whether it matches the current version (answer 304).
+    pub fn matches(&self, version: i64) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|value| parse_etags(value.to_str().unwrap_or("")).matches(version))
     }
 }
 

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use super::error::PROBLEM_JSON;
 use crate::{
+    cache::Cached,
     domain::{reservation::Reservation, resource::Resource, version::etag},
     store::sqlite::writer::{Change, OpResult, Outcome, StoredResponse},
 };
@@ -142,6 +143,45 @@ pub fn into_response(stored: StoredResponse, replayed: bool) -> Response {
 /// A read answer: JSON with its entity tag.
 pub fn entity(body: &impl Serialize, version: i64) -> Response {
     into_response(json_response(200, body, None, Some(etag(version))), false)
+}
+
+/// A read answer from L1: the body and entity tag rendered when the entity
+/// entered the cache, the same bytes and headers as [`entity`] would send.
+pub fn cached<T>(entity: &Cached<T>) -> Response {
+    let mut response = (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        entity.body(),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::ETAG, entity.etag().clone());
+    response
+}
+
+/// `304 Not Modified` with the entity tag, from L1.
+pub fn cached_not_modified<T>(entity: &Cached<T>) -> Response {
+    let mut response = StatusCode::NOT_MODIFIED.into_response();
+    response
+        .headers_mut()
+        .insert(header::ETAG, entity.etag().clone());
+    response
+}
+
+/// A JSON answer already rendered (a cached availability answer or list
+/// page).
+pub fn json_bytes(body: axum::body::Bytes) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// `304 Not Modified` with the entity tag.

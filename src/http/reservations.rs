@@ -1,12 +1,12 @@
 //! Reservations: `/v1/reservations...`. Handlers parse and authorise; every
 //! write is decided by the writer task, every read comes from the read pool.
 
-use axum::{Json, extract::State, http::HeaderMap, response::Response};
+use axum::{body::Bytes, extract::State, response::Response};
 use serde_json::Value;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::{
-    extract::{Auth, JsonBody, PathId, Query, WriteRequest, not_modified},
+    extract::{Auth, IfNoneMatch, JsonBody, PathId, Query, WriteRequest},
     pagination::{Page, encode_reservation_cursor, limit, reservation_cursor},
     render,
     schemas::{
@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     App,
+    cache::ListKey,
     domain::{
         auth::{Principal, UserId},
         reservation::{NewReservation, Reservation, ReservationPatch, Status},
@@ -233,17 +234,17 @@ async fn read(
     State(app): State<App>,
     Auth(principal): Auth,
     PathId(id): PathId,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response, AppError> {
     let reservation = app
         .reservation(id)
         .await?
         .filter(|r| principal.owns(&r.user_id))
         .ok_or_else(|| AppError::NotFound(format!("reservation {id} not found")))?;
-    if not_modified(&headers, reservation.version) {
-        return Ok(render::not_modified(reservation.version));
+    if if_none_match.matches(reservation.version) {
+        return Ok(render::cached_not_modified(&reservation));
     }
-    Ok(render::entity(&reservation, reservation.version))
+    Ok(render::cached(&reservation))
 }
 
 #[utoipa::path(
@@ -273,7 +274,7 @@ async fn list(
     State(app): State<App>,
     Auth(principal): Auth,
     Query(mut query): Query,
-) -> Result<Json<Page<Reservation>>, AppError> {
+) -> Result<Response, AppError> {
     let mut filter = ReservationFilter {
         resource_id: query.optional("resource_id", uuid),
         user_id: query
@@ -295,24 +296,50 @@ async fn list(
         // A user only ever sees their own rows; naming another user finds none.
         match &filter.user_id {
             Some(user) if user != principal.user_id.as_str() => {
-                return Ok(Json(Page {
+                return page_response(&Page::<Reservation> {
                     items: Vec::new(),
                     next_cursor: None,
-                }));
+                });
             }
             _ => filter.user_id = Some(principal.user_id.as_str().to_owned()),
         }
     }
+    // Pages are cached like availability answers: the key is everything the
+    // page depends on (the caller's own user id included for user keys), and
+    // the stamp read before the query makes a page stored across a change in
+    // its scope a miss.
+    let key = ListKey {
+        resource_id: filter.resource_id,
+        user_id: filter.user_id.clone(),
+        status: filter.status.map(Status::as_str),
+        from: filter.from.map(micros),
+        to: filter.to.map(micros),
+        after: after.as_ref().map(|cursor| (cursor.starts_at, cursor.id)),
+        limit,
+    };
+    if let Some(body) = app.cache.list_page(&key).await {
+        return Ok(render::json_bytes(body));
+    }
+    let stamp = app.cache.list_stamp(&key);
     let rows = app
         .reads
         .list_reservations(&filter, after.as_ref(), limit + 1)
         .await?;
-    Ok(Json(Page::from_rows(rows, limit, |r| {
+    let page = Page::from_rows(rows, limit, |r| {
         encode_reservation_cursor(&ReservationCursor {
             starts_at: micros(r.starts_at),
             id: r.id,
         })
-    })))
+    });
+    let body = Bytes::from(serde_json::to_vec(&page).map_err(anyhow::Error::from)?);
+    app.cache.store_list_page(key, stamp, body.clone()).await;
+    Ok(render::json_bytes(body))
+}
+
+/// A page as `Json` would send it.
+fn page_response(page: &Page<Reservation>) -> Result<Response, AppError> {
+    let body = serde_json::to_vec(page).map_err(anyhow::Error::from)?;
+    Ok(render::json_bytes(Bytes::from(body)))
 }
 
 /// Resolves whom a reservation is for: a user key books for itself only.

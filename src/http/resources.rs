@@ -5,8 +5,8 @@ use std::sync::Arc;
 use axum::{
     Json,
     extract::State,
-    http::HeaderMap,
-    response::{IntoResponse, Response},
+    http::{HeaderMap, Uri},
+    response::Response,
 };
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
@@ -26,6 +26,7 @@ use super::{
 };
 use crate::{
     App,
+    cache::Cached,
     domain::{
         capacity::LoadProfile,
         resource::{NewResource, Resource, ResourcePatch},
@@ -157,9 +158,9 @@ async fn read(
 ) -> Result<Response, AppError> {
     let resource = find(&app, id).await?;
     if not_modified(&headers, resource.version) {
-        return Ok(render::not_modified(resource.version));
+        return Ok(render::cached_not_modified(&resource));
     }
-    Ok(render::entity(&resource, resource.version))
+    Ok(render::cached(&resource))
 }
 
 #[utoipa::path(
@@ -236,8 +237,16 @@ async fn availability(
     State(app): State<App>,
     _: Auth,
     PathId(id): PathId,
-    Query(mut query): Query,
+    uri: Uri,
 ) -> Result<Response, AppError> {
+    // Answers are found by the raw query string first: a stored answer means
+    // that exact string was valid, and parsing it (JSON fields, two RFC 3339
+    // instants) was a visible part of a cached answer's cost.
+    let raw = uri.query().unwrap_or("");
+    if let Some(body) = app.cache.availability(id, raw).await {
+        return Ok(render::json_bytes(body));
+    }
+    let Query(mut query) = Query::parse(raw)?;
     let from = query.required("from", instant_str);
     let to = query.required("to", instant_str);
     let party_size = query
@@ -261,13 +270,7 @@ async fn availability(
         unreachable!("finish() fails when a required parameter is missing")
     };
     let window = (micros(from), micros(to), party_size);
-    if let Some(body) = app
-        .cache
-        .availability(id, window.0, window.1, party_size)
-        .await
-    {
-        return Ok(json_bytes(body));
-    }
+    app.cache.availability_miss();
     // The generation is read before the resource and the holds: a change to
     // either after this point keeps the answer out of the cache.
     let (windows, generation) = app.cache.availability_generation(id).await;
@@ -291,7 +294,7 @@ async fn availability(
         })
     })
     .collect();
-    let body = Arc::new(
+    let body = axum::body::Bytes::from(
         serde_json::to_vec(&Availability {
             resource_id: resource.id,
             timezone: resource.timezone.clone(),
@@ -301,28 +304,12 @@ async fn availability(
         .map_err(anyhow::Error::from)?,
     );
     app.cache
-        .store_availability(&windows, generation, window, body.clone());
-    Ok(json_bytes(body))
+        .store_availability(id, &windows, generation, window, raw, body.clone())
+        .await;
+    Ok(render::json_bytes(body))
 }
 
-fn json_bytes(body: Arc<Vec<u8>>) -> Response {
-    (
-        [(axum::http::header::CONTENT_TYPE, "application/json")],
-        axum::body::Bytes::from_owner(ArcBytes(body)),
-    )
-        .into_response()
-}
-
-/// Lets a cached answer be sent without copying it.
-struct ArcBytes(Arc<Vec<u8>>);
-
-impl AsRef<[u8]> for ArcBytes {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
-
-async fn find(app: &App, id: Uuid) -> Result<Arc<Resource>, AppError> {
+async fn find(app: &App, id: Uuid) -> Result<Arc<Cached<Resource>>, AppError> {
     app.resource(id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("resource {id} not found")))

@@ -989,3 +989,98 @@ async fn with_redis_paused_requests_succeed_and_stop_paying_its_timeout_once_the
     })
     .await;
 }
+
+/// L1 is bounded in bytes: with a budget of 64 KiB it keeps some dozens of
+/// reservations however many are written through it, and the ones it had
+/// to let go are still read (from SQLite) correctly.
+#[tokio::test]
+async fn l1_is_bounded_in_bytes() {
+    let app = spawn_app_with(|c| c.cache_max_bytes = 64 * 1024).await;
+    let resource = app.new_resource(1000).await;
+    // Notes make each entry about 1.5 KB of JSON: 300 of them are ~450 KB.
+    let notes = "n".repeat(1500);
+    let items: Vec<Value> = (0..300)
+        .map(|i| {
+            json!({
+                "resource_id": resource,
+                "starts_at": format!("2030-02-01T{:02}:{:02}:00Z", i / 60, i % 60),
+                "ends_at": format!("2030-02-01T{:02}:{:02}:00Z", (i + 1) / 60, (i + 1) % 60),
+                "notes": notes,
+            })
+        })
+        .collect();
+    let reply = app
+        .post_json(
+            "/v1/reservations/batch",
+            &app.admin_token,
+            &json!({"reservations": items}),
+        )
+        .await;
+    let results = reply.assert_status(200)["results"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let ids: Vec<String> = results
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], 201, "{r}");
+            id_of(&r["reservation"])
+        })
+        .collect();
+    let entries = count(&stats(&app).await, "l1", "entries");
+    assert!(
+        entries < 60,
+        "300 reservations of ~1.5 KB each in a 64 KiB L1: {entries} entries held"
+    );
+    for id in [&ids[0], &ids[150], &ids[299]] {
+        let reply = app.get_reservation(&app.admin_token, id).await;
+        assert_eq!(reply.assert_status(200)["notes"], notes.as_str());
+        assert_eq!(reply.etag(), Some("\"1\""));
+    }
+}
+
+/// Cached availability answers are found by the raw query string: the same
+/// window spelled another way is computed on its own and gives the same
+/// answer, a booking invalidates every spelling, and an invalid query is a
+/// 422 that counts as neither a hit nor a miss.
+#[tokio::test]
+async fn availability_answers_are_keyed_by_the_exact_query_string() {
+    let app = spawn_app().await;
+    let resource = app.new_resource(3).await;
+    let (from, to) = (at("09:00"), at("12:00"));
+    let reordered = [
+        ("party_size", "1"),
+        ("to", to.as_str()),
+        ("from", from.as_str()),
+    ];
+    let first = availability(&app, &resource).await;
+    let before = stats(&app).await;
+    let other = app.availability(&resource, &reordered).await;
+    other.assert_status(200);
+    assert_eq!(other.text, first.text, "the same window");
+    let after = stats(&app).await;
+    assert_eq!(delta(&before, &after, "l1", "misses"), 1, "{after}");
+    assert_cached_answer(&app, &resource, &first, "a second spelling").await;
+
+    app.book(&app.admin_token, &resource, &at("10:00"), &at("11:00"))
+        .await;
+    let fresh = assert_fresh_answer(&app, &resource, "an overlapping booking").await;
+    assert_eq!(remaining_at(&fresh, "10:00"), 2, "{}", fresh.text);
+    let other = app.availability(&resource, &reordered).await;
+    other.assert_status(200);
+    assert_eq!(remaining_at(&other, "10:00"), 2, "{}", other.text);
+
+    let before = stats(&app).await;
+    app.availability(&resource, &[("from", "yesterday"), ("to", to.as_str())])
+        .await
+        .assert_problem(422, "validation");
+    let after = stats(&app).await;
+    assert_eq!(
+        (
+            delta(&before, &after, "l1", "hits"),
+            delta(&before, &after, "l1", "misses")
+        ),
+        (0, 0),
+        "{after}"
+    );
+}

@@ -358,3 +358,87 @@ async fn listing_many_pages_concurrently_is_consistent() {
         assert_eq!(ids(&walk), ids(&expected));
     }
 }
+
+/// List pages are cached in memory; a page served again must be the same
+/// bytes, and no page served after a write was acknowledged may miss it:
+/// not by resource, not by user, not unfiltered.
+#[tokio::test]
+async fn cached_pages_never_hide_an_acknowledged_write() {
+    let app = spawn_app().await;
+    let resource = app.new_resource(10).await;
+    let other = app.new_resource(10).await;
+    let alice = app.create_user_key("alice").await;
+    let by_resource = [("resource_id", resource.as_str())];
+    let first = app.list_reservations(&app.admin_token, &by_resource).await;
+    first.assert_status(200);
+    let again = app.list_reservations(&app.admin_token, &by_resource).await;
+    assert_eq!(again.text, first.text, "a page served twice");
+    let mine = app.list_reservations(&alice, &[]).await;
+    assert_eq!(mine.assert_status(200)["items"], json!([]));
+    let everything = app.list_reservations(&app.admin_token, &[]).await;
+    assert_eq!(everything.assert_status(200)["items"], json!([]));
+
+    // A booking by alice on the listed resource shows in all three.
+    let (start, end) = hours(1, 2);
+    let booked = app.book(&alice, &resource, &start, &end).await;
+    let id = id_of(&booked);
+    let page = app.list_reservations(&app.admin_token, &by_resource).await;
+    assert_eq!(
+        ids(page.assert_status(200)["items"].as_array().unwrap()),
+        vec![id.clone()]
+    );
+    let page = app.list_reservations(&alice, &[]).await;
+    assert_eq!(
+        ids(page.assert_status(200)["items"].as_array().unwrap()),
+        vec![id.clone()]
+    );
+    let page = app.list_reservations(&app.admin_token, &[]).await;
+    assert_eq!(
+        ids(page.assert_status(200)["items"].as_array().unwrap()),
+        vec![id.clone()]
+    );
+
+    // A booking elsewhere by alice: her own list shows it at once.
+    let (start, end) = hours(3, 4);
+    let elsewhere = id_of(&app.book(&alice, &other, &start, &end).await);
+    let page = app.list_reservations(&alice, &[]).await;
+    assert_eq!(
+        ids(page.assert_status(200)["items"].as_array().unwrap()),
+        [id.clone(), elsewhere]
+    );
+
+    // A change and a cancellation show at their new version.
+    let (start, end) = hours(5, 6);
+    app.patch_reservation(
+        &alice,
+        &id,
+        &json!({"starts_at": start, "ends_at": end, "notes": "moved"}),
+    )
+    .await
+    .assert_status(200);
+    let page = app.list_reservations(&app.admin_token, &by_resource).await;
+    let items = page.assert_status(200)["items"].clone();
+    assert_eq!(items[0]["notes"], "moved", "{}", page.text);
+    assert_eq!(items[0]["starts_at"], start.as_str(), "{}", page.text);
+    let (from, _) = hours(4, 5);
+    let windowed = [("resource_id", resource.as_str()), ("from", from.as_str())];
+    let before = app.list_reservations(&app.admin_token, &windowed).await;
+    assert_eq!(before.assert_status(200)["items"][0]["status"], "confirmed");
+    app.cancel_reservation(&alice, &id).await.assert_status(200);
+    let after = app.list_reservations(&app.admin_token, &windowed).await;
+    assert_eq!(
+        after.assert_status(200)["items"][0]["status"],
+        "cancelled",
+        "{}",
+        after.text
+    );
+    let page = app.list_reservations(&alice, &[]).await;
+    let cancelled: Vec<&Value> = page.assert_status(200)["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["id"] == id.as_str())
+        .collect();
+    assert_eq!(cancelled.len(), 1, "{}", page.text);
+    assert_eq!(cancelled[0]["status"], "cancelled", "{}", page.text);
+}

@@ -133,4 +133,92 @@ mod tests {
             }
         }
     }
+
+    /// The opcodes of a statement: (opcode, p1, p2) per instruction.
+    async fn program(
+        pool: &SqlitePool,
+        mut q: sqlx::QueryBuilder<'_, sqlx::Sqlite>,
+    ) -> Vec<(String, i64, i64)> {
+        let rows: Vec<(i64, String, i64, i64)> = q.build_query_as().fetch_all(pool).await.unwrap();
+        rows.into_iter()
+            .map(|(_, op, p1, p2)| (op, p1, p2))
+            .collect()
+    }
+
+    /// A list with `from` seeks a week before `from` (see `list_query`), so
+    /// most index entries it visits end before `from`. `ends_at` must be
+    /// read from the index, where the row is rejected before the (deferred)
+    /// table seek, not from the table: that was a table seek per entry, about
+    /// 500 for a page of 51.
+    #[tokio::test]
+    async fn list_from_checks_ends_at_inside_the_index() {
+        let (_dir, pool) = pool().await;
+        let t: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        let cursor = ReservationCursor {
+            starts_at: 1,
+            id: Uuid::nil(),
+        };
+        let cases = [
+            (
+                ReservationFilter {
+                    resource_id: Some(Uuid::nil()),
+                    from: Some(t),
+                    ..Default::default()
+                },
+                "reservations_by_resource",
+            ),
+            (
+                ReservationFilter {
+                    resource_id: Some(Uuid::nil()),
+                    status: Some(Status::Confirmed),
+                    from: Some(t),
+                    to: Some(t),
+                    ..Default::default()
+                },
+                "reservations_by_resource",
+            ),
+            (
+                ReservationFilter {
+                    user_id: Some("alice".into()),
+                    from: Some(t),
+                    ..Default::default()
+                },
+                "reservations_by_user",
+            ),
+            (
+                ReservationFilter {
+                    from: Some(t),
+                    ..Default::default()
+                },
+                "reservations_by_start",
+            ),
+        ];
+        for (filter, index) in &cases {
+            let (root,): (i64,) = query_as("SELECT rootpage FROM sqlite_schema WHERE name = ?1")
+                .bind(index)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let (ends_at,): (i64,) =
+                query_as("SELECT seqno FROM pragma_index_info(?1) WHERE name = 'ends_at'")
+                    .bind(index)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{index} has no ends_at column: {e}"));
+            for after in [None, Some(&cursor)] {
+                let program = program(&pool, list_query("EXPLAIN ", filter, after, 51)).await;
+                let cursor_of_index = program
+                    .iter()
+                    .find(|(op, _, p2)| op == "OpenRead" && *p2 == root)
+                    .map(|(_, p1, _)| *p1)
+                    .unwrap_or_else(|| panic!("{index} is not opened: {program:?}"));
+                assert!(
+                    program.iter().any(|(op, p1, p2)| op == "Column"
+                        && *p1 == cursor_of_index
+                        && *p2 == ends_at),
+                    "ends_at is not read from {index}: {program:?}"
+                );
+            }
+        }
+    }
 }
