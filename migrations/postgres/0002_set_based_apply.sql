@@ -278,15 +278,16 @@ BEGIN
             -- leaving out the row itself and the checked rows after it (not
             -- settled yet); earlier ones rejected here are no longer confirmed.
             SELECT coalesce(max(load), 0) INTO held FROM (
-                SELECT sum(delta) OVER (ORDER BY at, delta ROWS UNBOUNDED PRECEDING) AS load
+                SELECT sum(events.delta) OVER (ORDER BY events.at, events.delta ROWS UNBOUNDED PRECEDING) AS load
                 FROM (
-                    SELECT greatest(h.starts_at, chk_start[i]) AS at, h.party_size AS delta, h.ends_at
+                    SELECT greatest(h.starts_at, chk_start[i]) AS held_from, h.ends_at AS held_to,
+                           h.party_size AS seats
                     FROM reservations AS h
                     WHERE h.resource_id = chk_res[i] AND h.status = 'confirmed'
                       AND tstzrange(h.starts_at, h.ends_at) && tstzrange(chk_start[i], chk_end[i])
                       AND h.id <> ALL (chk_id[i:])
                 ) AS holds
-                CROSS JOIN LATERAL (VALUES (holds.at, holds.delta), (holds.ends_at, -holds.delta))
+                CROSS JOIN LATERAL (VALUES (holds.held_from, holds.seats), (holds.held_to, -holds.seats))
                     AS events(at, delta)
             ) AS loads;
             IF held + chk_party[i] > cap THEN

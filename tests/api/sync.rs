@@ -1379,6 +1379,11 @@ async fn sigterm_after_postgres_returns_flushes_what_the_backoff_held_back() {
 #[tokio::test]
 async fn one_batch_settles_competing_rows_in_order_and_never_overbooks() {
     let db = test_database().await;
+    reservoir::store::postgres::Postgres::new(&db.url)
+        .expect("a PostgreSQL URL")
+        .migrate()
+        .await
+        .expect("migrate");
     let room = Uuid::new_v4();
     let micros = |hour: i64| (BASE_SECOND + 3600 * hour) * 1_000_000;
     let resources = json!([{
