@@ -162,19 +162,18 @@ impl Syncer {
                 _ = self.wake.notified() => {}
                 _ = tick.tick() => {}
             }
-            // Drain: keep sending while full batches come back, but a long
-            // backlog must not keep shutdown waiting: the final flush takes
-            // over, bounded by the grace period.
+            // Drain until a batch comes back short; a long backlog must not
+            // keep shutdown waiting: `drain` returns between batches once
+            // stop is set, and the final flush takes over, bounded by the
+            // grace period.
             loop {
                 if *stop.borrow() {
                     break 'wait;
                 }
-                match self.round().await {
-                    Ok(sent) => {
+                match self.drain(Some(&stop)).await {
+                    Ok(()) => {
                         backoff = None;
-                        if sent < self.settings.batch as usize {
-                            break;
-                        }
+                        break;
                     }
                     Err(error) => {
                         self.failed(&error);
@@ -200,14 +199,11 @@ impl Syncer {
     async fn final_flush(&mut self) {
         let grace = self.settings.grace;
         let flushed = tokio::time::timeout(grace, async {
-            loop {
-                match self.round().await {
-                    Ok(sent) if sent >= self.settings.batch as usize => continue,
-                    Ok(_) => return true,
-                    Err(error) => {
-                        self.failed(&error);
-                        return false;
-                    }
+            match self.drain(None).await {
+                Ok(()) => true,
+                Err(error) => {
+                    self.failed(&error);
+                    false
                 }
             }
         })
@@ -221,23 +217,105 @@ impl Syncer {
         }
     }
 
-    /// Sends one batch; returns how many outbox rows it covered.
-    async fn round(&mut self) -> Result<usize, SyncError> {
+    /// Sends the outbox, batch after batch, until a batch comes back short
+    /// (the outbox is caught up) or `stop` is set.
+    ///
+    /// The three steps of a batch use different resources: reading the
+    /// outbox (a SQLite read connection), applying it (PostgreSQL) and
+    /// recording the outcome (the SQLite writer). They are pipelined, so a
+    /// backlog drains at the pace of the slowest step rather than of their
+    /// sum: while Postgres applies batch N, the outcome of batch N - 1 is
+    /// recorded and batch N + 1 is read. What stays strictly in order:
+    ///
+    /// - Postgres applies one batch at a time, in outbox order (first come,
+    ///   first served for competing bookings);
+    /// - the writer records outcomes in the same order, and the outcome of a
+    ///   batch only after Postgres committed it, so outbox rows are deleted
+    ///   only once Postgres has them;
+    /// - batch N + 1 starts after batch N's last outbox row. It may carry an
+    ///   entity that changed after batch N was read: its newer version is
+    ///   sent again, which is what happens when a write lands while a batch
+    ///   is in flight, and the version guard makes it harmless.
+    ///
+    /// On any error the batches in flight are dropped, not acknowledged: their
+    /// outbox rows stay and are sent again (re-sending changes nothing).
+    async fn drain(&mut self, stop: Option<&watch::Receiver<bool>>) -> Result<(), SyncError> {
         if !self.migrated {
             self.postgres.migrate().await?;
             self.migrated = true;
             tracing::info!("PostgreSQL schema is up to date");
         }
+        let full = self.settings.batch as usize;
+        let stopping = || stop.is_some_and(|stop| *stop.borrow());
         self.share_keys().await?;
+        let mut next = self.prepare(0).await?;
+        // The outcome of the batch Postgres committed last, not recorded yet.
+        let mut unrecorded: Option<SyncReport> = None;
+        while next.entries > 0 {
+            let batch = next;
+            let more = batch.entries >= full && !stopping();
+            let started = Instant::now();
+            let ((sent, apply_time), (read, read_time), (recorded, record_time)) = tokio::join!(
+                timed(started, self.apply(&batch)),
+                timed(started, async {
+                    if more {
+                        // Keys issued meanwhile are shared between batches,
+                        // not only once the backlog is gone.
+                        self.share_keys().await?;
+                        self.prepare(batch.upto_seq).await.map(Some)
+                    } else {
+                        Ok(None)
+                    }
+                }),
+                timed(started, self.record_outcome(unrecorded.take())),
+            );
+            tracing::debug!(
+                rows = batch.items.len(),
+                ?apply_time,
+                ?read_time,
+                ?record_time,
+                "sync batch"
+            );
+            recorded?;
+            let report = sent?;
+            // Counted once Postgres has the rows, before the outbox rows go:
+            // a reader that sees the outbox empty also sees these counters
+            // moved.
+            let stats = &self.stats;
+            stats.batches_sent.fetch_add(1, Ordering::Relaxed);
+            stats
+                .rows_sent
+                .fetch_add(batch.items.len() as u64, Ordering::Relaxed);
+            stats
+                .conflicts
+                .fetch_add(report.rejected.len() as u64, Ordering::Relaxed);
+            stats
+                .dead_letters_written
+                .fetch_add(report.dead.len() as u64, Ordering::Relaxed);
+            unrecorded = Some(report);
+            self.succeeded();
+            match read {
+                Ok(Some(batch)) => next = batch,
+                Ok(None) => break,
+                Err(error) => {
+                    // Postgres has this batch: record it before giving up.
+                    self.record_outcome(unrecorded.take()).await?;
+                    return Err(error);
+                }
+            }
+        }
+        self.record_outcome(unrecorded.take()).await?;
+        self.succeeded();
+        Ok(())
+    }
+
+    /// Reads the outbox rows after `after` and turns them into documents.
+    async fn prepare(&self, after: i64) -> Result<Prepared, SyncError> {
         let batch = self
             .reads
-            .outbox_batch(self.settings.batch)
+            .outbox_batch(after, self.settings.batch)
             .await
             .map_err(|e| SyncError::Transient(format!("reading the outbox: {e}")))?;
-        if batch.entries == 0 {
-            self.succeeded();
-            return Ok(0);
-        }
         let mut items: Vec<Item> = batch
             .resources
             .iter()
@@ -256,32 +334,35 @@ impl Syncer {
             rejected_locally: r.status == Status::Rejected,
             doc: payload::reservation(r, request_hash),
         }));
+        Ok(Prepared {
+            upto_seq: batch.upto_seq,
+            entries: batch.entries,
+            items,
+        })
+    }
+
+    /// Sends one prepared batch; the report says what to record locally.
+    async fn apply(&self, batch: &Prepared) -> Result<SyncReport, SyncError> {
         let mut report = SyncReport {
             upto_seq: batch.upto_seq,
             ..SyncReport::default()
         };
-        self.send(&items, &mut report).await?;
-        // Counted once Postgres has the rows, before the outbox rows go: a
-        // reader that sees the outbox empty also sees these counters moved.
-        let stats = &self.stats;
-        stats.batches_sent.fetch_add(1, Ordering::Relaxed);
-        stats
-            .rows_sent
-            .fetch_add(items.len() as u64, Ordering::Relaxed);
-        stats
-            .conflicts
-            .fetch_add(report.rejected.len() as u64, Ordering::Relaxed);
-        stats
-            .dead_letters_written
-            .fetch_add(report.dead.len() as u64, Ordering::Relaxed);
+        self.send(&batch.items, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Records a batch's outcome locally (deletes its outbox rows).
+    async fn record_outcome(&self, report: Option<SyncReport>) -> Result<(), SyncError> {
+        let Some(report) = report else {
+            return Ok(());
+        };
         self.writer
             .submit(Op::SyncApplied(report), None)
             .await
             .map_err(|e| {
                 SyncError::Transient(format!("recording the sync outcome locally: {e}"))
             })?;
-        self.succeeded();
-        Ok(batch.entries)
+        Ok(())
     }
 
     /// Shares API keys issued here, so they work on every node.
@@ -316,15 +397,11 @@ impl Syncer {
             let (resources, reservations): (Vec<&Item>, Vec<&Item>) = items
                 .iter()
                 .partition(|item| item.kind == EntityKind::Resource);
-            let docs = |items: Vec<&Item>| {
-                items
-                    .into_iter()
-                    .map(|i| i.doc.clone())
-                    .collect::<Vec<Value>>()
-            };
+            let docs =
+                |items: Vec<&'a Item>| items.into_iter().map(|i| &i.doc).collect::<Vec<&Value>>();
             match self
                 .postgres
-                .apply_batch(
+                .apply_docs(
                     &self.settings.node_id,
                     &docs(resources),
                     &docs(reservations),
@@ -386,6 +463,22 @@ impl Syncer {
             tracing::warn!(%error, failures, "sync to PostgreSQL is failing; retrying with backoff");
         }
     }
+}
+
+/// Runs `step` and says when it finished, counted from `started`: the debug
+/// log of each batch shows which pipelined step sets the pace.
+async fn timed<T>(started: Instant, step: impl Future<Output = T>) -> (T, Duration) {
+    let output = step.await;
+    (output, started.elapsed())
+}
+
+/// One outbox batch, read and turned into documents.
+struct Prepared {
+    /// Outbox rows up to here are covered.
+    upto_seq: i64,
+    /// Outbox rows read (a full batch means there may be more).
+    entries: usize,
+    items: Vec<Item>,
 }
 
 /// One entity of a batch, ready to send.

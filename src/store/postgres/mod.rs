@@ -10,6 +10,7 @@ use sqlx::{
     PgPool,
     postgres::{PgConnectOptions, PgPoolOptions},
     query_as,
+    types::Json,
 };
 use uuid::Uuid;
 
@@ -93,12 +94,26 @@ impl Postgres {
         resources: &[Value],
         reservations: &[Value],
     ) -> Result<Vec<Applied>, SyncError> {
+        let resources: Vec<&Value> = resources.iter().collect();
+        let reservations: Vec<&Value> = reservations.iter().collect();
+        self.apply_docs(node, &resources, &reservations).await
+    }
+
+    /// As [`Postgres::apply_batch`], with borrowed documents: the sync task
+    /// bisects a batch by slicing it, and the documents are serialised
+    /// straight into the bind buffer instead of being copied first.
+    pub async fn apply_docs(
+        &self,
+        node: &str,
+        resources: &[&Value],
+        reservations: &[&Value],
+    ) -> Result<Vec<Applied>, SyncError> {
         let call = query_as::<_, Applied>(
             "SELECT kind, id, status, version, reason FROM reservoir_apply_batch($1, $2, $3)",
         )
         .bind(node)
-        .bind(Value::Array(resources.to_vec()))
-        .bind(Value::Array(reservations.to_vec()))
+        .bind(Json(resources))
+        .bind(Json(reservations))
         .fetch_all(&self.pool);
         bounded(CALL_TIMEOUT, call).await
     }

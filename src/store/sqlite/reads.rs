@@ -152,12 +152,17 @@ pub struct OutboxStats {
 }
 
 impl Reads {
-    pub async fn outbox_batch(&self, limit: u32) -> AppResult<OutboxBatch> {
-        let rows: Vec<(i64, String, String)> =
-            query_as("SELECT seq, kind, entity_id FROM outbox ORDER BY seq LIMIT ?1")
-                .bind(i64::from(limit))
-                .fetch_all(&self.pool)
-                .await?;
+    /// The next `limit` outbox rows after sequence number `after` (0: from the
+    /// start). The sync task reads the batch after the one Postgres is still
+    /// applying, so it passes that batch's `upto_seq`.
+    pub async fn outbox_batch(&self, after: i64, limit: u32) -> AppResult<OutboxBatch> {
+        let rows: Vec<(i64, String, String)> = query_as(
+            "SELECT seq, kind, entity_id FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )
+        .bind(after)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
         let Some(&(upto_seq, _, _)) = rows.last() else {
             return Ok(OutboxBatch::default());
         };
