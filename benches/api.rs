@@ -348,8 +348,8 @@ fn router_benches(c: &mut Criterion) {
 }
 
 /// The writer alone: each iteration queues exactly `size` creates while the
-/// writer is held (`Writer::hold`), then times from its release to the last
-/// reply, so every iteration is exactly one group and one commit.
+/// writer is held (`Writer::hold`, `Writer::submit_now`), then times from its
+/// release to the last reply, so every iteration is one group and one commit.
 fn writer_benches(c: &mut Criterion) {
     let runtime = multi_thread();
     let dir = tempfile::tempdir().unwrap();
@@ -397,17 +397,14 @@ fn writer_benches(c: &mut Criterion) {
                     let mut total = Duration::ZERO;
                     for ops in ops {
                         let held = writer.hold().await;
-                        let sender = writer.clone();
-                        let submitted = tokio::spawn(async move {
-                            join_all(ops.into_iter().map(|op| sender.submit(op, None))).await
-                        });
-                        while writer.queue_depth() < size {
-                            tokio::task::yield_now().await;
-                        }
+                        let replies: Vec<_> = ops
+                            .into_iter()
+                            .map(|op| writer.submit_now(op, None).unwrap())
+                            .collect();
                         let commits = writer.stats().commits.load(Ordering::Relaxed);
                         let started = Instant::now();
                         held.release().await;
-                        for result in submitted.await.unwrap() {
+                        for result in join_all(replies).await {
                             result.unwrap();
                         }
                         total += started.elapsed();

@@ -89,7 +89,10 @@ fn open_writer(
     // (queue_unsynced) must not build its temporary b-trees in RAM.
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get::<_, String>(0))?;
     conn.pragma_update(None, "synchronous", synchronous)?;
-    conn.pragma_update(None, "cache_size", -16384)?;
+    // 8 MiB: the interior pages and current leaves of the five indexes that
+    // every insert walks. More only raised resident memory (BENCHMARKS.md),
+    // as pages it evicts are still in the OS page cache.
+    conn.pragma_update(None, "cache_size", -8192)?;
     // Every statement of the hot path stays prepared.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)

@@ -334,9 +334,9 @@ impl Writer {
     }
 
     /// Parks the writer between transactions until [`Held::release`], so that
-    /// what is submitted meanwhile queues up and is committed as one group
-    /// (up to [`MAX_GROUP`]). For tests and benches that need exact groups;
-    /// the service never holds its writer.
+    /// what is queued meanwhile with [`Writer::submit_now`] is committed as
+    /// one group (up to [`MAX_GROUP`]). For tests and benches that need exact
+    /// groups; the service never holds its writer.
     pub async fn hold(&self) -> Held {
         let (open, gate) = watch::channel(false);
         let parked = Arc::new(Notify::new());
@@ -348,6 +348,36 @@ impl Writer {
         let reply = tokio::spawn(async move { writer.submit(op, None).await });
         parked.notified().await;
         Held { open, reply }
+    }
+
+    /// Queues `op` at once, or fails if the queue is full, and returns the
+    /// future of its result. Unlike [`Writer::submit`], the job is in the
+    /// queue when this returns, which is what exact groups behind
+    /// [`Writer::hold`] need.
+    pub fn submit_now(
+        &self,
+        op: Op,
+        idempotency: Option<Idempotency>,
+    ) -> Result<impl Future<Output = OpResult> + use<>, AppError> {
+        let (reply, answer) = oneshot::channel();
+        let job = Job {
+            op,
+            idempotency,
+            reply,
+        };
+        self.jobs.try_send(job).map_err(|error| match error {
+            mpsc::error::TrySendError::Full(_) => {
+                AppError::Unavailable("the write queue is full".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => {
+                AppError::Unavailable("the service is shutting down".into())
+            }
+        })?;
+        Ok(async move {
+            answer
+                .await
+                .map_err(|_| AppError::Unavailable("the service is shutting down".into()))?
+        })
     }
 
     /// Applies `op` and waits for the commit that holds it.

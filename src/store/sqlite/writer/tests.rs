@@ -26,21 +26,15 @@ async fn writer() -> (
     (dir, writer, stop, task)
 }
 
-/// Submits `ops` while the writer is held, so they reach it as one group.
+/// Queues `ops` while the writer is held, so they reach it as one group.
 async fn submit_while_held(writer: &Writer, ops: Vec<Op>) -> Vec<OpResult> {
     let held = writer.hold().await;
-    let count = ops.len();
-    // One task sends them in order (join_all polls its futures in order).
-    let sender = writer.clone();
-    let submitted =
-        tokio::spawn(
-            async move { join_all(ops.into_iter().map(|op| sender.submit(op, None))).await },
-        );
-    while writer.queue_depth() < count {
-        tokio::task::yield_now().await;
-    }
+    let replies: Vec<_> = ops
+        .into_iter()
+        .map(|op| writer.submit_now(op, None).unwrap())
+        .collect();
     held.release().await;
-    submitted.await.unwrap()
+    join_all(replies).await
 }
 
 async fn resource(writer: &Writer, capacity: u32) -> Uuid {
@@ -62,6 +56,18 @@ fn booking(resource_id: Uuid, hour: u32) -> Op {
     )
     .unwrap();
     Op::CreateReservation(Booking::new(new, UserId::parse("alice").unwrap(), false))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_writer_takes_a_large_queue_as_one_group() {
+    let (_dir, writer, _stop, _task) = writer().await;
+    let resource_id = resource(&writer, 1000).await;
+    let before = writer.stats().commits.load(Ordering::Relaxed);
+    let ops = (0..300).map(|i| booking(resource_id, i % 24)).collect();
+    let results = submit_while_held(&writer, ops).await;
+    assert!(results.iter().all(|r| r.is_ok()));
+    let commits = writer.stats().commits.load(Ordering::Relaxed) - before;
+    assert_eq!(commits, 1, "300 queued creates are committed together");
 }
 
 #[tokio::test]
