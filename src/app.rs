@@ -472,14 +472,23 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
     Ok(id)
 }
 
-/// Periodic upkeep: forget Idempotency-Key answers older than a day
-/// (hourly) and rate-limit state of idle keys (every minute).
+/// How often histogram samples are drained (the exporter's own default).
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Periodic upkeep: fold recorded metric samples into their histograms
+/// (every 5 s), forget Idempotency-Key answers older than a day (hourly) and
+/// rate-limit state of idle keys (every minute).
 async fn housekeeping(app: App, mut stopped: watch::Receiver<bool>) {
+    let mut metrics = tokio::time::interval(METRICS_UPKEEP);
     let mut minute = tokio::time::interval(Duration::from_secs(60));
     let mut hour = tokio::time::interval(PURGE_EVERY);
     loop {
         tokio::select! {
             _ = crate::shutdown::requested(&mut stopped) => return,
+            // The Prometheus recorder queues every histogram sample until a
+            // scrape or an upkeep drains it; on a node nobody scrapes, that
+            // grew resident memory by ~24 bytes per request (BENCHMARKS.md).
+            _ = metrics.tick() => crate::telemetry::prometheus().run_upkeep(),
             _ = minute.tick() => {
                 if let Some(limit) = &app.key_rate {
                     limit.forget_idle();
