@@ -93,6 +93,9 @@ fn open_writer(
     // every insert walks. More only raised resident memory (BENCHMARKS.md),
     // as pages it evicts are still in the OS page cache.
     conn.pragma_update(None, "cache_size", -8192)?;
+    // After the log starts over, SQLite trims the file back to this size, so a
+    // burst that grew the WAL does not keep its disk space.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     // Every statement of the hot path stays prepared.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)

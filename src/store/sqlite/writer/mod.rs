@@ -481,6 +481,9 @@ impl WriterTask {
                 }
             }
             self.commit_group(group);
+            if let Some(checkpointer) = &checkpointer {
+                checkpointer.after_commit(&self.conn);
+            }
         }
         drop(checkpointer);
         if let Err(error) = self.conn.execute_batch("PRAGMA optimize") {
