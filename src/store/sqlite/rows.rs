@@ -15,6 +15,9 @@ use crate::domain::{
 /// The column list matching [`ReservationRow`].
 pub const RESERVATION_COLUMNS: &str = "id, resource_id, user_id, starts_at, ends_at, party_size, status, \
      version, sync_state, notes, metadata, created_at, updated_at";
+/// How many columns [`RESERVATION_COLUMNS`] names: a query that selects more
+/// after them reads those from this index on.
+pub const RESERVATION_COLUMN_COUNT: usize = 13;
 
 #[derive(Debug, FromRow)]
 pub struct ReservationRow {
@@ -175,4 +178,17 @@ pub fn hex(bytes: &[u8]) -> String {
             let _ = write!(out, "{b:02x}");
             out
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reservation_column_count_matches_the_list() {
+        assert_eq!(
+            RESERVATION_COLUMNS.split(", ").count(),
+            RESERVATION_COLUMN_COUNT
+        );
+    }
 }

@@ -359,43 +359,58 @@ impl Writer {
         op: Op,
         idempotency: Option<Idempotency>,
     ) -> Result<impl Future<Output = OpResult> + use<>, AppError> {
-        let (reply, answer) = oneshot::channel();
-        let job = Job {
-            op,
-            idempotency,
-            reply,
-        };
+        let (job, answer) = Job::new(op, idempotency);
         self.jobs.try_send(job).map_err(|error| match error {
             mpsc::error::TrySendError::Full(_) => {
                 AppError::Unavailable("the write queue is full".into())
             }
-            mpsc::error::TrySendError::Closed(_) => {
-                AppError::Unavailable("the service is shutting down".into())
-            }
+            mpsc::error::TrySendError::Closed(_) => shutting_down(),
         })?;
-        Ok(async move {
-            answer
-                .await
-                .map_err(|_| AppError::Unavailable("the service is shutting down".into()))?
-        })
+        Ok(answer)
     }
 
     /// Applies `op` and waits for the commit that holds it.
     pub async fn submit(&self, op: Op, idempotency: Option<Idempotency>) -> OpResult {
+        let (job, answer) = Job::new(op, idempotency);
+        self.jobs.send(job).await.map_err(|_| shutting_down())?;
+        answer.await
+    }
+}
+
+impl Job {
+    /// A job and the future of its reply.
+    fn new(
+        op: Op,
+        idempotency: Option<Idempotency>,
+    ) -> (Job, impl Future<Output = OpResult> + use<>) {
         let (reply, answer) = oneshot::channel();
         let job = Job {
             op,
             idempotency,
             reply,
         };
-        self.jobs
-            .send(job)
-            .await
-            .map_err(|_| AppError::Unavailable("the service is shutting down".into()))?;
-        answer
-            .await
-            .map_err(|_| AppError::Unavailable("the service is shutting down".into()))?
+        (
+            job,
+            async move { answer.await.map_err(|_| shutting_down())? },
+        )
     }
+}
+
+/// Why a job got no answer: the writer has stopped taking them.
+fn shutting_down() -> AppError {
+    AppError::Unavailable("the service is shutting down".into())
+}
+
+/// What the writer thread does next.
+// Lives only from `next()` to the match on it; boxing the job would cost an
+// allocation per write on the hot path.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Job(Job),
+    /// Shutdown was requested: commit what is queued, then stop.
+    Stop,
+    /// No job can arrive any more.
+    Closed,
 }
 
 pub(super) struct WriterTask {
@@ -428,42 +443,22 @@ impl WriterTask {
     fn run(mut self, mut queue: mpsc::Receiver<Job>, mut shutdown: watch::Receiver<bool>) {
         let checkpointer = self.start_checkpointer();
         loop {
-            // Under load the next job is already queued: take it without
-            // parking. Checking the signal first keeps a busy queue from
-            // holding shutdown off.
-            let next = if *shutdown.borrow() {
-                None
-            } else {
-                match queue.try_recv() {
-                    Ok(job) => Some(job),
-                    Err(TryRecvError::Disconnected) => break,
-                    Err(TryRecvError::Empty) => self
-                        .runtime
-                        .block_on(async {
-                            tokio::select! {
-                                biased;
-                                job = queue.recv() => job.map(Some),
-                                _ = crate::shutdown::requested(&mut shutdown) => Some(None),
-                            }
-                        })
-                        .unwrap_or(None),
+            let first = match self.next(&mut queue, &mut shutdown) {
+                Next::Job(job) => job,
+                Next::Closed => break,
+                Next::Stop => {
+                    // Commit what was accepted before the signal, then stop.
+                    queue.close();
+                    let mut rest = Vec::new();
+                    while let Some(job) = self.runtime.block_on(queue.recv()) {
+                        rest.push(job);
+                    }
+                    while !rest.is_empty() {
+                        let tail = rest.split_off(rest.len().min(MAX_GROUP));
+                        self.commit_group(std::mem::replace(&mut rest, tail));
+                    }
+                    break;
                 }
-            };
-            let Some(first) = next else {
-                if !*shutdown.borrow() {
-                    break; // every sender is gone
-                }
-                // Commit what was accepted before the signal, then stop.
-                queue.close();
-                let mut rest = Vec::new();
-                while let Some(job) = self.runtime.block_on(queue.recv()) {
-                    rest.push(job);
-                }
-                while !rest.is_empty() {
-                    let tail = rest.split_off(rest.len().min(MAX_GROUP));
-                    self.commit_group(std::mem::replace(&mut rest, tail));
-                }
-                break;
             };
             if let Op::Hold(gate) = &first.op {
                 let mut open = gate.open.clone();
@@ -491,6 +486,30 @@ impl WriterTask {
         }
         if let Err((_, error)) = self.conn.close() {
             tracing::warn!(%error, "closing the SQLite write connection failed");
+        }
+    }
+
+    /// Waits for the next job or the stop signal. Under load the next job is
+    /// already queued and is taken without parking; the signal is checked
+    /// first, so a busy queue cannot hold shutdown off.
+    fn next(&self, queue: &mut mpsc::Receiver<Job>, shutdown: &mut watch::Receiver<bool>) -> Next {
+        if *shutdown.borrow() {
+            return Next::Stop;
+        }
+        match queue.try_recv() {
+            Ok(job) => Next::Job(job),
+            Err(TryRecvError::Disconnected) => Next::Closed,
+            Err(TryRecvError::Empty) => self.runtime.block_on(async {
+                tokio::select! {
+                    biased;
+                    job = queue.recv() => job.map_or(Next::Closed, Next::Job),
+                    // Also resolves when the signal's sender is gone unsent:
+                    // that stops the writer as a closed queue does.
+                    _ = crate::shutdown::requested(shutdown) => {
+                        if *shutdown.borrow() { Next::Stop } else { Next::Closed }
+                    }
+                }
+            }),
         }
     }
 

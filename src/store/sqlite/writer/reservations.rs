@@ -18,7 +18,10 @@ use crate::{
         version::VersionMatch,
     },
     error::AppError,
-    store::sqlite::queries::direct as queries,
+    store::sqlite::{
+        queries::direct as queries,
+        rows::{RESERVATION_COLUMN_COUNT, RESERVATION_COLUMNS, ReservationRow},
+    },
 };
 use anyhow::Context;
 use rusqlite::{OptionalExtension, params};
@@ -91,17 +94,23 @@ impl WriterTask {
         Ok(Ok((reservation, Change::Created)))
     }
 
-    /// A reservation by id with its create fingerprint.
+    /// A reservation by id with its create fingerprint, in one lookup: every
+    /// create that carries a client id asks.
     pub(super) fn existing(&mut self, id: Uuid) -> anyhow::Result<Option<(Reservation, String)>> {
-        let hash: Option<String> = self
+        let found = self
             .conn
-            .prepare_cached("SELECT request_hash FROM reservations WHERE id = ?1")?
-            .query_row([id.hyphenated().to_string()], |row| row.get(0))
+            .prepare_cached(&format!(
+                "SELECT {RESERVATION_COLUMNS}, request_hash FROM reservations WHERE id = ?1"
+            ))?
+            .query_row([id.hyphenated().to_string()], |row| {
+                // request_hash follows the RESERVATION_COLUMNS.
+                let hash: String = row.get(RESERVATION_COLUMN_COUNT)?;
+                Ok((ReservationRow::from_rusqlite(row)?, hash))
+            })
             .optional()?;
-        let Some(hash) = hash else { return Ok(None) };
-        let reservation = queries::reservation(&self.conn, id)?
-            .context("reservation vanished inside the write transaction")?;
-        Ok(Some((reservation, hash)))
+        found
+            .map(|(row, hash)| Ok((Reservation::try_from(row)?, hash)))
+            .transpose()
     }
 
     /// Confirmed holds on a resource overlapping [start, end), looking back
