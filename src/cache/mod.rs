@@ -2,7 +2,10 @@
 //! the local SQLite (and, for ids unknown here, PostgreSQL).
 //!
 //! Never stale after a write: the writer hands every commit's changes to
-//! [`Cache::committed`] before it replies, which puts the new versions into L1.
+//! [`Cache::committed`] before it replies, which puts the new versions into L1
+//! (rows created here with ids made here are the exception: nothing older of
+//! them can be cached, so they enter L1 on their first read instead, which
+//! keeps rendering and cache upkeep off the writer's thread).
 //! A reader that loaded an older copy concurrently cannot make it visible:
 //! every L1 entry carries a stamp, either [`WRITTEN`] (put by a commit) or
 //! the epoch of its key's stripe when the reader started loading; commits bump
@@ -762,16 +765,26 @@ impl Cache {
     async fn apply(&self, changes: &[Changed]) {
         for change in changes {
             match change {
-                Changed::Reservation { reservation, spans } => {
-                    self.stripe(&reservation.id).fetch_add(1, Ordering::AcqRel);
+                Changed::Reservation {
+                    reservation,
+                    spans,
+                    fresh,
+                } => {
                     self.forget_lists(reservation);
-                    self.put_newer(
-                        &self.reservations,
-                        reservation.id,
-                        reservation,
-                        reservation.version,
-                    )
-                    .await;
+                    // A fresh row has no older copy to replace (misses are
+                    // not cached), so the writer does not spend its time
+                    // rendering and inserting it: a create's row is cached
+                    // by its first read, like any row read from SQLite.
+                    if !fresh {
+                        self.stripe(&reservation.id).fetch_add(1, Ordering::AcqRel);
+                        self.put_newer(
+                            &self.reservations,
+                            reservation.id,
+                            reservation,
+                            reservation.version,
+                        )
+                        .await;
+                    }
                     self.forget_availability(reservation.resource_id, Some(spans))
                         .await;
                 }

@@ -4,7 +4,7 @@
 use axum::{
     body::Bytes,
     extract::{FromRequest, FromRequestParts, RawPathParams, Request},
-    http::{HeaderMap, Method, header, request::Parts},
+    http::{HeaderMap, HeaderValue, Method, Uri, header, request::Parts},
 };
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -202,11 +202,14 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// The caller and the request-level context of a write: its `If-Match`
 /// precondition and its `Idempotency-Key` scope, bound to this request's own
 /// method and path.
+/// Only what writes read is kept (not a copy of every header): the
+/// extractor runs on every write.
 pub struct WriteRequest {
     pub principal: Principal,
-    headers: HeaderMap,
-    method: Method,
-    path: String,
+    if_match: Option<VersionMatch>,
+    /// The `Idempotency-Key` header as sent, with the method and path of the
+    /// request it binds to.
+    idempotency_key: Option<(HeaderValue, Method, Uri)>,
 }
 
 impl FromRequestParts<App> for WriteRequest {
@@ -216,9 +219,11 @@ impl FromRequestParts<App> for WriteRequest {
         let Auth(principal) = Auth::from_request_parts(parts, app).await?;
         Ok(WriteRequest {
             principal,
-            headers: parts.headers.clone(),
-            method: parts.method.clone(),
-            path: parts.uri.path().to_owned(),
+            if_match: if_match(&parts.headers),
+            idempotency_key: parts
+                .headers
+                .get(IDEMPOTENCY_KEY)
+                .map(|key| (key.clone(), parts.method.clone(), parts.uri.clone())),
         })
     }
 }
@@ -229,13 +234,13 @@ impl WriteRequest {
     }
 
     pub fn if_match(&self) -> Option<VersionMatch> {
-        if_match(&self.headers)
+        self.if_match.clone()
     }
 
     /// The `Idempotency-Key` context, scoped to the caller and bound to this
     /// exact request (method, path and body).
     pub fn idempotency(&self, body: Option<&Value>) -> Result<Option<Idempotency>, AppError> {
-        let Some(value) = self.headers.get(IDEMPOTENCY_KEY) else {
+        let Some((value, method, uri)) = &self.idempotency_key else {
             return Ok(None);
         };
         let key = value
@@ -251,9 +256,9 @@ impl WriteRequest {
                 )
             })?;
         let mut digest = Sha256::new();
-        digest.update(self.method.as_str().as_bytes());
+        digest.update(method.as_str().as_bytes());
         digest.update(b" ");
-        digest.update(self.path.as_bytes());
+        digest.update(uri.path().as_bytes());
         digest.update(b"\n");
         // serde_json's map is ordered, so equal documents hash equally whatever
         // their key order or whitespace.

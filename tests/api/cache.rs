@@ -170,6 +170,55 @@ async fn a_repeated_read_is_an_l1_hit_and_a_write_shows_at_once() {
     assert_eq!(delta(&after_repeats, &after_write, "l1", "misses"), 0);
 }
 
+/// A create's row is not put into L1 by the writer when its id was made by
+/// the service (nothing older of it can be cached anywhere): the first read
+/// loads it, later ones hit. A client-chosen id may already be cached from
+/// another node's copy, so that row is put into L1 at its commit.
+#[tokio::test]
+async fn a_created_row_enters_l1_on_its_first_read_unless_its_id_was_the_clients() {
+    let app = spawn_app().await;
+    let (resource, created) = resource_and_reservation(&app).await;
+    let id = id_of(&created);
+
+    let before = stats(&app).await;
+    let first = app.get_reservation(&app.admin_token, &id).await;
+    assert_eq!(first.assert_status(200), &created);
+    assert_eq!(first.etag(), Some("\"1\""));
+    let after_first = stats(&app).await;
+    assert_eq!(
+        delta(&before, &after_first, "l1", "misses"),
+        1,
+        "{after_first}"
+    );
+    let again = app.get_reservation(&app.admin_token, &id).await;
+    assert_eq!(again.assert_status(200), &created);
+    let after_again = stats(&app).await;
+    assert_eq!(
+        delta(&after_first, &after_again, "l1", "hits"),
+        1,
+        "{after_again}"
+    );
+
+    let client_id = "0190f1f2-0000-7000-8000-00000000c11e";
+    let body = json!({"id": client_id, "resource_id": resource,
+                      "starts_at": at("12:00"), "ends_at": at("13:00")});
+    let booked = app.create_reservation(&app.admin_token, &body).await;
+    let booked = booked.assert_status(201).clone();
+    let read = app.get_reservation(&app.admin_token, client_id).await;
+    assert_eq!(read.assert_status(200), &booked);
+    let after_client = stats(&app).await;
+    assert_eq!(
+        delta(&after_again, &after_client, "l1", "hits"),
+        1,
+        "{after_client}"
+    );
+    assert_eq!(
+        delta(&after_again, &after_client, "l1", "misses"),
+        0,
+        "{after_client}"
+    );
+}
+
 #[tokio::test]
 async fn stats_are_admin_only_and_report_whether_redis_is_used() {
     let app = spawn_app().await;

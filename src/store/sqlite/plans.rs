@@ -53,7 +53,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn holds_use_the_partial_covering_index() {
+    async fn holds_are_read_from_the_resource_index_alone() {
         let (_dir, pool) = pool().await;
         let rows: Vec<(i64, i64, i64, String)> = query_as(&format!("EXPLAIN QUERY PLAN {HOLDS}"))
             .bind(Uuid::nil().to_string())
@@ -69,8 +69,12 @@ mod tests {
             .map(|r| r.3)
             .collect::<Vec<_>>()
             .join(" / ");
+        // Covering (no table seek per hold), and bounded on both sides of
+        // starts_at, not just on the resource.
         assert!(
-            plan.contains("USING COVERING INDEX reservations_holds"),
+            plan.contains(
+                "USING COVERING INDEX reservations_by_resource (resource_id=? AND starts_at>? AND starts_at<?)"
+            ),
             "{plan}"
         );
     }

@@ -115,7 +115,7 @@ pub mod direct {
     }
 
     /// The longest confirmed hold on a resource (0 without any), read from
-    /// the covering `reservations_holds` index.
+    /// the covering `reservations_by_resource` index.
     pub fn longest_hold(conn: &Connection, resource_id: Uuid) -> rusqlite::Result<i64> {
         conn.prepare_cached(
             "SELECT coalesce(max(ends_at - starts_at), 0) FROM reservations \

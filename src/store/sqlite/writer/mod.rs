@@ -108,6 +108,9 @@ pub enum Changed {
         /// [start, end) ranges (microseconds) whose availability changed: the
         /// old and the new span of a moved reservation.
         spans: Vec<(i64, i64)>,
+        /// The row is new to this node: no earlier version of it exists here,
+        /// so none can be cached, and L1 is left to fill on its first read.
+        fresh: bool,
     },
     Resource(Resource),
 }

@@ -90,7 +90,13 @@ impl WriterTask {
         }
         self.insert_reservation(&reservation, request_hash)?;
         self.enqueue(EntityKind::Reservation, reservation.id, reservation.version);
-        self.changed(&reservation, &[]);
+        self.changes.push(Changed::Reservation {
+            spans: vec![(start, end)],
+            reservation: reservation.clone(),
+            // An id made here exists nowhere else; a client's id may have
+            // been booked on another node and reached L1 through L2.
+            fresh: new.id.is_none(),
+        });
         Ok(Ok((reservation, Change::Created)))
     }
 
@@ -314,6 +320,7 @@ impl WriterTask {
         self.changes.push(Changed::Reservation {
             reservation: reservation.clone(),
             spans,
+            fresh: false,
         });
     }
 }

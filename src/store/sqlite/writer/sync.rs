@@ -333,6 +333,9 @@ impl WriterTask {
             self.changes.push(Changed::Reservation {
                 reservation: r.clone(),
                 spans,
+                // Not fresh even when new to SQLite: L1 may hold an older
+                // copy read from L2 or published by the node that wrote it.
+                fresh: false,
             });
             self.stretch(r.resource_id, micros(r.starts_at), micros(r.ends_at));
             let hash = remote.request_hash.clone().unwrap_or_default();
