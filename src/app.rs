@@ -279,6 +279,16 @@ impl Service {
             })),
         };
         let (writer, writer_task) = Writer::spawn(write_conn, stopped.clone(), writer_config);
+        if postgres.is_some() {
+            // Before anything can read: rows written before PostgreSQL was
+            // configured change their sync state here, and a read served
+            // earlier would cache the old one (this is not a change the
+            // commit hook hears about row by row).
+            writer
+                .submit(Op::QueueUnsynced, None)
+                .await
+                .context("queueing rows written before PostgreSQL was configured")?;
+        }
         let (sync, sync_tasks) = match (postgres, wake) {
             (Some(postgres), Some(wake)) => {
                 let settings = SyncSettings::from_config(config, node_id.clone());
