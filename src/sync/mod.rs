@@ -324,7 +324,7 @@ impl Syncer {
                 id: r.id,
                 version: r.version,
                 rejected_locally: false,
-                doc: payload::resource(r),
+                payload: Payload::Resource(payload::resource(r)),
             })
             .collect();
         items.extend(batch.reservations.iter().map(|(r, request_hash)| Item {
@@ -332,7 +332,7 @@ impl Syncer {
             id: r.id,
             version: r.version,
             rejected_locally: r.status == Status::Rejected,
-            doc: payload::reservation(r, request_hash),
+            payload: Payload::Reservation(payload::reservation_row(r, request_hash)),
         }));
         Ok(Prepared {
             upto_seq: batch.upto_seq,
@@ -394,18 +394,17 @@ impl Syncer {
         report: &'a mut SyncReport,
     ) -> Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send + 'a>> {
         Box::pin(async move {
-            let (resources, reservations): (Vec<&Item>, Vec<&Item>) = items
-                .iter()
-                .partition(|item| item.kind == EntityKind::Resource);
-            let docs =
-                |items: Vec<&'a Item>| items.into_iter().map(|i| &i.doc).collect::<Vec<&Value>>();
+            let mut resources: Vec<&Value> = Vec::new();
+            let mut reservations: Vec<&payload::ReservationRow> = Vec::with_capacity(items.len());
+            for item in items {
+                match &item.payload {
+                    Payload::Resource(doc) => resources.push(doc),
+                    Payload::Reservation(row) => reservations.push(row),
+                }
+            }
             match self
                 .postgres
-                .apply_docs(
-                    &self.settings.node_id,
-                    &docs(resources),
-                    &docs(reservations),
-                )
+                .apply_rows(&self.settings.node_id, &resources, &reservations)
                 .await
             {
                 Ok(applied) => {
@@ -487,7 +486,15 @@ struct Item {
     id: Uuid,
     version: i64,
     rejected_locally: bool,
-    doc: Value,
+    payload: Payload,
+}
+
+/// What is sent for an item.
+enum Payload {
+    /// A resource document (few per batch: they travel as jsonb).
+    Resource(Value),
+    /// A reservation, as one element of each column array.
+    Reservation(payload::ReservationRow),
 }
 
 /// Turns Postgres's per-reservation outcomes into the local report.
