@@ -153,6 +153,18 @@ async fn a_long_hold_blocks_a_short_booking_inside_it_however_it_was_written() {
     .await
     .unwrap();
     assert!(overbooked.is_empty(), "overbooked: {overbooked:?}");
+
+    // Each room's longest hold is the three days, so later probes stay
+    // bounded (with no span at all a probe would scan the whole history).
+    let spans: Vec<i64> = sqlx::query_scalar(
+        "SELECT longest FROM unnest($1::uuid[]) WITH ORDINALITY AS r(id, n)
+         JOIN reservoir_spans AS s ON s.resource_id = r.id ORDER BY r.n",
+    )
+    .bind(&rooms)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(spans, [72 * 3_600_000_000_i64; 3]);
     db.cleanup().await;
 }
 
@@ -375,4 +387,40 @@ fn a_reservation_becomes_one_typed_row() {
             updated_at: micros(0) + 5_000_000,
         }
     );
+}
+
+/// `pending` in the sync status is read from the two ends of the outbox's
+/// sequence (no count of the whole table): with PostgreSQL unreachable,
+/// every queued row is pending, the resource's and each booking's, and the
+/// status says how old the oldest one is.
+#[tokio::test]
+async fn pending_counts_every_queued_row_while_postgres_is_unreachable() {
+    let app = crate::helpers::spawn_app_with(|config| {
+        config.postgres_url = Some("postgres://postgres@127.0.0.1:1/unreachable".into());
+        config.node_id = Some("node-offline".into());
+        config.sync_interval_ms = 50;
+        config.sync_backoff_min_ms = 20;
+        config.sync_backoff_max_ms = 200;
+    })
+    .await;
+    let resource = app.new_resource(100).await;
+    for hour in 0..7 {
+        let (from, to) = (
+            jiff::Timestamp::from_second(BASE_SECOND + 3600 * hour).unwrap(),
+            jiff::Timestamp::from_second(BASE_SECOND + 3600 * (hour + 1)).unwrap(),
+        );
+        app.create_reservation(
+            &app.admin_token,
+            &crate::helpers::reservation_body(&resource, &from.to_string(), &to.to_string()),
+        )
+        .await
+        .assert_status(201);
+    }
+    let status = app
+        .get("/v1/sync/status", &app.admin_token)
+        .await
+        .assert_status(200)
+        .clone();
+    assert_eq!(status["pending"], 8, "{status}");
+    assert!(status["oldest_pending_age_ms"].is_u64(), "{status}");
 }
