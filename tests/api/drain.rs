@@ -168,6 +168,21 @@ async fn a_long_hold_blocks_a_short_booking_inside_it_however_it_was_written() {
     db.cleanup().await;
 }
 
+/// A stored row, column by column.
+type Stored = (
+    Uuid,
+    String,
+    i64,
+    i64,
+    i32,
+    String,
+    i64,
+    Option<String>,
+    Option<Value>,
+    Option<String>,
+    String,
+);
+
 /// The typed-array call stores every column as sent, and the jsonb form
 /// (for callers on an older build) goes through the same function.
 #[tokio::test]
@@ -186,19 +201,7 @@ async fn typed_rows_store_every_column_and_the_jsonb_form_still_works() {
         std::slice::from_ref(&row),
     )
     .await;
-    let stored: (
-        Uuid,
-        String,
-        i64,
-        i64,
-        i32,
-        String,
-        i64,
-        Option<String>,
-        Option<Value>,
-        Option<String>,
-        String,
-    ) = sqlx::query_as(
+    let stored: Stored = sqlx::query_as(
         "SELECT resource_id, user_id, (extract(epoch FROM starts_at) * 1000000)::bigint,
                     (extract(epoch FROM ends_at) * 1000000)::bigint, party_size, status, version,
                     notes, metadata, request_hash, changed_by
