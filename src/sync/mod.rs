@@ -309,7 +309,7 @@ impl Syncer {
         Ok(())
     }
 
-    /// Reads the outbox rows after `after` and turns them into documents.
+    /// Reads the outbox rows after `after` and turns them into the rows sent.
     async fn prepare(&self, after: i64) -> Result<Prepared, SyncError> {
         let batch = self
             .reads
@@ -471,7 +471,7 @@ async fn timed<T>(started: Instant, step: impl Future<Output = T>) -> (T, Durati
     (output, started.elapsed())
 }
 
-/// One outbox batch, read and turned into documents.
+/// One outbox batch, read and turned into the rows sent.
 struct Prepared {
     /// Outbox rows up to here are covered.
     upto_seq: i64,
