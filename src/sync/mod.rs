@@ -46,6 +46,9 @@ use crate::{
 };
 use backoff::Backoff;
 
+/// Least time between the end of a caught-up drain and the next one.
+const LINGER: Duration = Duration::from_millis(20);
+
 /// Settings of the sync task, from the configuration.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
@@ -173,6 +176,16 @@ impl Syncer {
                 match self.drain(Some(&stop)).await {
                     Ok(()) => {
                         backoff = None;
+                        // Caught up. Let the next writes gather before
+                        // draining again: under a steady stream of creates
+                        // every commit wakes this task, and batches of a
+                        // handful of rows paid the per-batch costs (outbox
+                        // read, the call, the writer's commit) per handful.
+                        // Wake-ups meanwhile are kept by the Notify.
+                        tokio::select! {
+                            _ = shutdown::requested(&mut stop) => break 'wait,
+                            _ = tokio::time::sleep(LINGER) => {}
+                        }
                         break;
                     }
                     Err(error) => {
