@@ -14,7 +14,7 @@
 //! - `writer`: the writer's group commit with exactly 1, 16 and 256 creates
 //!   per transaction (current-thread runtime: every submit is queued before
 //!   the writer runs, so each iteration is one group).
-//! - `sync`: one `reservoir_apply_batch` call with 1,000 new reservations into
+//! - `sync`: one `reservoir_apply_rows` call with 1,000 new reservations into
 //!   PostgreSQL (`RESERVOIR_BENCH_POSTGRES_URL`, default
 //!   `postgres://postgres@127.0.0.1:5432/postgres`; a throwaway database is
 //!   created beside it and dropped). Skipped with a notice when no PostgreSQL
@@ -498,9 +498,9 @@ fn sync_benches(c: &mut Criterion) {
                             created_at: at,
                             updated_at: at,
                         };
-                        reservoir::sync::payload::reservation(&reservation, "")
+                        reservoir::sync::payload::reservation_row(&reservation, "")
                     })
-                    .collect::<Vec<Value>>();
+                    .collect::<Vec<_>>();
                 let resources: Vec<Value> = resources.into_iter().map(resource_doc).collect();
                 (resources, docs)
             },

@@ -50,7 +50,12 @@ pub fn spawn(
     stop: watch::Receiver<bool>,
 ) -> Vec<JoinHandle<()>> {
     let wake = Arc::new(Notify::new());
-    let listener = tokio::spawn(listen(postgres.clone(), wake.clone(), stop.clone()));
+    let listener = tokio::spawn(listen(
+        postgres.clone(),
+        settings.node_id.clone(),
+        wake.clone(),
+        stop.clone(),
+    ));
     let feed = tokio::spawn(run(postgres, reads, writer, settings, wake, stop));
     vec![listener, feed]
 }
@@ -151,7 +156,17 @@ async fn load_cursor(reads: &Reads) -> anyhow::Result<FeedCursor> {
 
 /// Keeps a `LISTEN` connection open and wakes the feed on each notification;
 /// reconnects after any interruption (the timer covers what is missed).
-async fn listen(postgres: Postgres, wake: Arc<Notify>, mut stop: watch::Receiver<bool>) {
+///
+/// A notification's payload is the node whose batch committed. This node's
+/// own batches are not woken for: the feed leaves its own rows out anyway, so
+/// a draining node would poll once per batch for nothing. The timer still
+/// moves the cursor past them.
+async fn listen(
+    postgres: Postgres,
+    node: String,
+    wake: Arc<Notify>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         if let Ok(mut listener) = PgListener::connect_with(postgres.pool()).await
             && listener.listen(CHANNEL).await.is_ok()
@@ -162,6 +177,7 @@ async fn listen(postgres: Postgres, wake: Arc<Notify>, mut stop: watch::Receiver
                 tokio::select! {
                     _ = shutdown::requested(&mut stop) => return,
                     notification = listener.recv() => match notification {
+                        Ok(notification) if notification.payload() == node => {}
                         Ok(_) => wake.notify_one(),
                         Err(_) => break,
                     },

@@ -46,6 +46,9 @@ use crate::{
 };
 use backoff::Backoff;
 
+/// Least time between the end of a caught-up drain and the next one.
+const LINGER: Duration = Duration::from_millis(20);
+
 /// Settings of the sync task, from the configuration.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
@@ -173,6 +176,16 @@ impl Syncer {
                 match self.drain(Some(&stop)).await {
                     Ok(()) => {
                         backoff = None;
+                        // Caught up. Let the next writes gather before
+                        // draining again: under a steady stream of creates
+                        // every commit wakes this task, and batches of a
+                        // handful of rows paid the per-batch costs (outbox
+                        // read, the call, the writer's commit) per handful.
+                        // Wake-ups meanwhile are kept by the Notify.
+                        tokio::select! {
+                            _ = shutdown::requested(&mut stop) => break 'wait,
+                            _ = tokio::time::sleep(LINGER) => {}
+                        }
                         break;
                     }
                     Err(error) => {
@@ -309,7 +322,7 @@ impl Syncer {
         Ok(())
     }
 
-    /// Reads the outbox rows after `after` and turns them into documents.
+    /// Reads the outbox rows after `after` and turns them into the rows sent.
     async fn prepare(&self, after: i64) -> Result<Prepared, SyncError> {
         let batch = self
             .reads
@@ -324,7 +337,7 @@ impl Syncer {
                 id: r.id,
                 version: r.version,
                 rejected_locally: false,
-                doc: payload::resource(r),
+                payload: Payload::Resource(payload::resource(r)),
             })
             .collect();
         items.extend(batch.reservations.iter().map(|(r, request_hash)| Item {
@@ -332,7 +345,7 @@ impl Syncer {
             id: r.id,
             version: r.version,
             rejected_locally: r.status == Status::Rejected,
-            doc: payload::reservation(r, request_hash),
+            payload: Payload::Reservation(payload::reservation_row(r, request_hash)),
         }));
         Ok(Prepared {
             upto_seq: batch.upto_seq,
@@ -394,18 +407,17 @@ impl Syncer {
         report: &'a mut SyncReport,
     ) -> Pin<Box<dyn Future<Output = Result<(), SyncError>> + Send + 'a>> {
         Box::pin(async move {
-            let (resources, reservations): (Vec<&Item>, Vec<&Item>) = items
-                .iter()
-                .partition(|item| item.kind == EntityKind::Resource);
-            let docs =
-                |items: Vec<&'a Item>| items.into_iter().map(|i| &i.doc).collect::<Vec<&Value>>();
+            let mut resources: Vec<&Value> = Vec::new();
+            let mut reservations: Vec<&payload::ReservationRow> = Vec::with_capacity(items.len());
+            for item in items {
+                match &item.payload {
+                    Payload::Resource(doc) => resources.push(doc),
+                    Payload::Reservation(row) => reservations.push(row),
+                }
+            }
             match self
                 .postgres
-                .apply_docs(
-                    &self.settings.node_id,
-                    &docs(resources),
-                    &docs(reservations),
-                )
+                .apply_rows(&self.settings.node_id, &resources, &reservations)
                 .await
             {
                 Ok(applied) => {
@@ -472,7 +484,7 @@ async fn timed<T>(started: Instant, step: impl Future<Output = T>) -> (T, Durati
     (output, started.elapsed())
 }
 
-/// One outbox batch, read and turned into documents.
+/// One outbox batch, read and turned into the rows sent.
 struct Prepared {
     /// Outbox rows up to here are covered.
     upto_seq: i64,
@@ -487,7 +499,15 @@ struct Item {
     id: Uuid,
     version: i64,
     rejected_locally: bool,
-    doc: Value,
+    payload: Payload,
+}
+
+/// What is sent for an item.
+enum Payload {
+    /// A resource document (few per batch: they travel as jsonb).
+    Resource(Value),
+    /// A reservation, as one element of each column array.
+    Reservation(payload::ReservationRow),
 }
 
 /// Turns Postgres's per-reservation outcomes into the local report.

@@ -8,6 +8,7 @@ mod availability;
 mod cache;
 mod cluster;
 mod concurrency;
+mod drain;
 mod errors;
 mod idempotency;
 mod listing;

@@ -14,6 +14,8 @@ use sqlx::{
 };
 use uuid::Uuid;
 
+pub use crate::sync::payload::ReservationRow;
+
 /// Longest a batch call may take before it counts as a (transient) failure.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -86,34 +88,50 @@ impl Postgres {
             })
     }
 
-    /// Sends one batch in one round trip; see `reservoir_apply_batch` in the
+    /// Sends one batch in one round trip; see `reservoir_apply_rows` in the
     /// migrations for what Postgres does with it.
     pub async fn apply_batch(
         &self,
         node: &str,
         resources: &[Value],
-        reservations: &[Value],
+        reservations: &[ReservationRow],
     ) -> Result<Vec<Applied>, SyncError> {
         let resources: Vec<&Value> = resources.iter().collect();
-        let reservations: Vec<&Value> = reservations.iter().collect();
-        self.apply_docs(node, &resources, &reservations).await
+        let reservations: Vec<&ReservationRow> = reservations.iter().collect();
+        self.apply_rows(node, &resources, &reservations).await
     }
 
-    /// As [`Postgres::apply_batch`], with borrowed documents: the sync task
-    /// bisects a batch by slicing it, and the documents are serialised
-    /// straight into the bind buffer instead of being copied first.
-    pub async fn apply_docs(
+    /// As [`Postgres::apply_batch`], with borrowed rows: the sync task
+    /// bisects a batch by slicing it. Resources (few) travel as one jsonb
+    /// array; reservations as one typed array per column, in binary, so
+    /// Postgres parses no JSON for them.
+    pub async fn apply_rows(
         &self,
         node: &str,
         resources: &[&Value],
-        reservations: &[&Value],
+        reservations: &[&ReservationRow],
     ) -> Result<Vec<Applied>, SyncError> {
+        let column =
+            |f: fn(&ReservationRow) -> i64| reservations.iter().map(|r| f(r)).collect::<Vec<i64>>();
         let call = query_as::<_, Applied>(
-            "SELECT kind, id, status, version, reason FROM reservoir_apply_batch($1, $2, $3)",
+            "SELECT kind, id, status, version, reason FROM reservoir_apply_rows($1, $2, $3, $4, $5, \
+             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         )
         .bind(node)
         .bind(Json(resources))
-        .bind(Json(reservations))
+        .bind(reservations.iter().map(|r| r.id).collect::<Vec<Uuid>>())
+        .bind(reservations.iter().map(|r| r.resource_id).collect::<Vec<Uuid>>())
+        .bind(reservations.iter().map(|r| r.user_id.as_str()).collect::<Vec<&str>>())
+        .bind(column(|r| r.starts_at))
+        .bind(column(|r| r.ends_at))
+        .bind(reservations.iter().map(|r| r.party_size).collect::<Vec<i32>>())
+        .bind(reservations.iter().map(|r| r.status).collect::<Vec<&str>>())
+        .bind(column(|r| r.version))
+        .bind(reservations.iter().map(|r| r.notes.as_deref()).collect::<Vec<Option<&str>>>())
+        .bind(reservations.iter().map(|r| r.metadata.as_deref()).collect::<Vec<Option<&str>>>())
+        .bind(reservations.iter().map(|r| r.request_hash.as_str()).collect::<Vec<&str>>())
+        .bind(column(|r| r.created_at))
+        .bind(column(|r| r.updated_at))
         .fetch_all(&self.pool);
         bounded(CALL_TIMEOUT, call).await
     }
@@ -325,15 +343,62 @@ pub struct FeedPage {
     /// The cursor after this page (it also passes this node's own rows,
     /// which are not returned).
     pub cursor: FeedCursor,
-    /// Rows read, own ones included: a full page means there may be more.
+    /// Other nodes' rows read: a full page means there may be more.
     pub read: usize,
+}
+
+/// The feed's horizon: the lowest transaction id still running in this
+/// statement's snapshot (or, with none, the snapshot's xmax). Every row with a
+/// lower `change_txid` is committed and visible now, and no row with a lower
+/// one can appear later. Transactions that `pg_stat_activity` shows in *other*
+/// databases on the same server are left out, so an idle session elsewhere
+/// cannot stall the feed; a transaction that ended between the snapshot and
+/// that look stays counted, which can only delay a page. (backend_xid is
+/// 32-bit: it is compared modulo 2^32.)
+const FEED_HORIZON: &str = "SELECT coalesce(min(x::text::bigint), max(pg_snapshot_xmax(s.snap)::text::bigint)) AS h \
+     FROM (SELECT pg_current_snapshot() AS snap) AS s \
+     LEFT JOIN LATERAL pg_snapshot_xip(s.snap) AS x ON \
+       (x::text::bigint % 4294967296) NOT IN ( \
+         SELECT backend_xid::text::bigint FROM pg_stat_activity \
+         WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database())";
+
+/// One page of the change feed of `table`, whose columns are `columns`, in
+/// one statement (so the horizon, the page and the mark share one snapshot).
+///
+/// `page`: up to `$3` rows after the cursor (`$1`, `$2`) and below the
+/// horizon that another node (or a hand) wrote, in feed order. This node's
+/// own rows are left out in SQL: it has them already, and a draining node
+/// would otherwise read every row it sent straight back. (A row of this node
+/// that Postgres *rejected* is stamped with this node too; the node learns of
+/// the rejection from the batch's answer, recorded in the same SQLite
+/// transaction that deletes its outbox rows, or from the same answer to the
+/// re-sent batch after a crash: the version guard returns the stored row.)
+///
+/// `mark`: the last row below the horizon, whoever wrote it, flagged `mark`.
+/// When the page is not full, every row up to it has been looked at, so the
+/// cursor moves there: past this node's own rows, which would otherwise be
+/// scanned again on every poll.
+fn feed_query(columns: &str, table: &str) -> String {
+    format!(
+        "WITH horizon AS MATERIALIZED ({FEED_HORIZON}), \
+         page AS (SELECT {columns}, change_txid, change_seq, false AS mark FROM {table} \
+           WHERE (change_txid, change_seq) > ($1, $2) AND change_txid < (SELECT h FROM horizon) \
+             AND changed_by <> $4 \
+           ORDER BY change_txid, change_seq LIMIT $3), \
+         mark AS (SELECT {columns}, change_txid, change_seq, true AS mark FROM {table} \
+           WHERE (change_txid, change_seq) > ($1, $2) AND change_txid < (SELECT h FROM horizon) \
+           ORDER BY change_txid DESC, change_seq DESC LIMIT 1) \
+         SELECT * FROM (SELECT * FROM page UNION ALL SELECT * FROM mark) AS rows \
+         ORDER BY mark, change_txid, change_seq"
+    )
 }
 
 #[derive(Debug, sqlx::FromRow)]
 struct Stamp {
     change_txid: i64,
     change_seq: i64,
-    changed_by: String,
+    /// The last row below the horizon, not a row of the page.
+    mark: bool,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -352,25 +417,28 @@ struct FeedResource {
     stamp: Stamp,
 }
 
-/// Rows after the cursor written by transactions that have all finished.
-///
-/// The horizon is the lowest transaction id still running in this
-/// statement's snapshot (or, with none, the snapshot's xmax): every row with
-/// a lower `change_txid` is committed and visible now, and no row with a
-/// lower one can appear later. Transactions that `pg_stat_activity` shows in
-/// *other* databases on the same server are left out, so an idle session
-/// elsewhere cannot stall the feed; a transaction that ended between the
-/// snapshot and that look stays counted, which can only delay a page. The
-/// horizon is computed in the same statement as the read, so both use the
-/// same snapshot. (backend_xid is 32-bit: it is compared modulo 2^32.)
-const FEED_FILTER: &str = "WHERE (change_txid, change_seq) > ($1, $2) AND change_txid < ( \
-     SELECT coalesce(min(x::text::bigint), max(pg_snapshot_xmax(s.snap)::text::bigint)) \
-     FROM (SELECT pg_current_snapshot() AS snap) AS s \
-     LEFT JOIN LATERAL pg_snapshot_xip(s.snap) AS x ON \
-       (x::text::bigint % 4294967296) NOT IN ( \
-         SELECT backend_xid::text::bigint FROM pg_stat_activity \
-         WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database())) \
-     ORDER BY change_txid, change_seq LIMIT $3";
+/// Where the cursor of one table goes after a page: to its last row if the
+/// page is full (there may be more), else to the mark (everything below the
+/// horizon was looked at).
+fn advance<T>(cursor: &mut (i64, i64), rows: Vec<(T, Stamp)>, limit: u32) -> (Vec<T>, usize) {
+    let mut page = Vec::with_capacity(rows.len());
+    let mut mark = None;
+    for (row, stamp) in rows {
+        if stamp.mark {
+            mark = Some((stamp.change_txid, stamp.change_seq));
+        } else {
+            *cursor = (*cursor).max((stamp.change_txid, stamp.change_seq));
+            page.push(row);
+        }
+    }
+    let read = page.len();
+    if read < limit as usize
+        && let Some(mark) = mark
+    {
+        *cursor = (*cursor).max(mark);
+    }
+    (page, read)
+}
 
 impl Postgres {
     /// The next page of other nodes' changes after `cursor`.
@@ -381,22 +449,28 @@ impl Postgres {
         limit: u32,
     ) -> Result<FeedPage, SyncError> {
         let read = async {
-            let resources: Vec<FeedResource> = query_as(&format!(
-                "{}, change_txid, change_seq, changed_by FROM resources {FEED_FILTER}",
-                RESOURCE_SELECT.trim_end_matches(" FROM resources")
+            let resources: Vec<FeedResource> = query_as(&feed_query(
+                RESOURCE_SELECT
+                    .trim_start_matches("SELECT ")
+                    .trim_end_matches(" FROM resources"),
+                "resources",
             ))
             .bind(cursor.resources.0)
             .bind(cursor.resources.1)
             .bind(i64::from(limit))
+            .bind(node)
             .fetch_all(&self.pool)
             .await?;
-            let reservations: Vec<FeedReservation> = query_as(&format!(
-                "{}, change_txid, change_seq, changed_by FROM reservations {FEED_FILTER}",
-                RESERVATION_SELECT.trim_end_matches(" FROM reservations")
+            let reservations: Vec<FeedReservation> = query_as(&feed_query(
+                RESERVATION_SELECT
+                    .trim_start_matches("SELECT ")
+                    .trim_end_matches(" FROM reservations"),
+                "reservations",
             ))
             .bind(cursor.reservations.0)
             .bind(cursor.reservations.1)
             .bind(i64::from(limit))
+            .bind(node)
             .fetch_all(&self.pool)
             .await?;
             sqlx::Result::Ok((resources, reservations))
@@ -404,27 +478,29 @@ impl Postgres {
         let (resources, reservations) = bounded(CALL_TIMEOUT, read).await?;
         let mut page = FeedPage {
             cursor,
-            read: resources.len().max(reservations.len()),
             ..FeedPage::default()
         };
-        for FeedResource { row, stamp } in resources {
-            page.cursor.resources = (stamp.change_txid, stamp.change_seq);
-            if stamp.changed_by != node {
-                page.resources.push(
-                    row.try_into()
-                        .map_err(|e: anyhow::Error| SyncError::Permanent(e.to_string()))?,
-                );
-            }
-        }
-        for FeedReservation { row, stamp } in reservations {
-            page.cursor.reservations = (stamp.change_txid, stamp.change_seq);
-            if stamp.changed_by != node {
-                page.reservations.push(
-                    RemoteReservation::try_from(row)
-                        .map_err(|e| SyncError::Permanent(e.to_string()))?,
-                );
-            }
-        }
+        let (resources, read_resources) = advance(
+            &mut page.cursor.resources,
+            resources.into_iter().map(|r| (r.row, r.stamp)).collect(),
+            limit,
+        );
+        let (reservations, read_reservations) = advance(
+            &mut page.cursor.reservations,
+            reservations.into_iter().map(|r| (r.row, r.stamp)).collect(),
+            limit,
+        );
+        page.read = read_resources.max(read_reservations);
+        page.resources = resources
+            .into_iter()
+            .map(|row| row.try_into())
+            .collect::<anyhow::Result<_>>()
+            .map_err(|e| SyncError::Permanent(e.to_string()))?;
+        page.reservations = reservations
+            .into_iter()
+            .map(RemoteReservation::try_from)
+            .collect::<anyhow::Result<_>>()
+            .map_err(|e| SyncError::Permanent(e.to_string()))?;
         Ok(page)
     }
 }
