@@ -152,9 +152,6 @@ pub fn spawn(
 
 impl Syncer {
     async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        if let Err(error) = self.writer.submit(Op::QueueUnsynced, None).await {
-            tracing::error!(%error, "could not queue rows written before PostgreSQL was configured");
-        }
         tracing::info!(postgres = self.postgres.display(), node = %self.settings.node_id, "sync to PostgreSQL started");
         let mut tick = tokio::time::interval(self.settings.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
