@@ -33,13 +33,13 @@ use std::{
     hash::{Hash, Hasher},
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
     },
     time::Duration,
 };
 
 use axum::{body::Bytes, http::HeaderValue};
-use futures::StreamExt;
+use futures::{StreamExt, future::join_all};
 use moka::future::Cache as Moka;
 use serde::{Deserialize, Serialize};
 use tokio::{
@@ -76,8 +76,9 @@ const WINDOWS_WEIGHT: u32 = ENTRY_OVERHEAD
 /// Longest query string an availability answer is kept for (valid ones are
 /// about 100 bytes), which bounds what a window list weighs.
 const MAX_WINDOW_QUERY: usize = 256;
-/// Changes waiting for L2 and pub/sub; beyond this they are dropped and L2 is
-/// distrusted for its TTL.
+/// Changed rows waiting for L2 and pub/sub; beyond this they are dropped and
+/// L2 is distrusted for its TTL. Counted in rows, not commits, so the memory
+/// they hold stays bounded (a few MiB) however large the groups are.
 const PUBLISH_QUEUE: usize = 10_000;
 
 #[derive(Debug, Clone)]
@@ -242,6 +243,8 @@ pub struct Cache {
     pending: Mutex<HashMap<Uuid, i64>>,
     remote: Option<Arc<Remote>>,
     publish: Option<mpsc::Sender<Vec<Changed>>>,
+    /// Rows sent to the publisher and not yet written to L2.
+    queued: AtomicUsize,
     node_id: String,
     pub l1: L1Stats,
 }
@@ -345,6 +348,7 @@ impl Cache {
             pending: Mutex::new(HashMap::new()),
             remote: remote.clone(),
             publish,
+            queued: AtomicUsize::new(0),
             node_id: settings.node_id,
             l1: L1Stats::default(),
         });
@@ -748,7 +752,7 @@ impl Cache {
         }
         self.apply(changes).await;
         if let Some(publish) = &self.publish
-            && publish.try_send(changes.to_vec()).is_err()
+            && !self.enqueue(publish, changes)
         {
             // Too far behind: L2 may now miss writes; stop trusting it.
             if let Some(remote) = &self.remote {
@@ -759,6 +763,18 @@ impl Cache {
                 .unwrap_or_else(|e| e.into_inner())
                 .clear();
         }
+    }
+
+    /// Hands a commit's changes to the publisher, unless [`PUBLISH_QUEUE`]
+    /// rows are already waiting.
+    fn enqueue(&self, publish: &mpsc::Sender<Vec<Changed>>, changes: &[Changed]) -> bool {
+        let rows = changes.len();
+        let waiting = self.queued.fetch_add(rows, Ordering::AcqRel);
+        if waiting + rows <= PUBLISH_QUEUE && publish.try_send(changes.to_vec()).is_ok() {
+            return true;
+        }
+        self.queued.fetch_sub(rows, Ordering::AcqRel);
+        false
     }
 
     /// Puts changed rows into L1 and drops the availability they affect.
@@ -881,7 +897,6 @@ async fn publisher(
             },
             _ = shutdown::requested(&mut stop) => return,
         };
-        let mut ok = true;
         let mut message = Message {
             node: cache.node_id.clone(),
             reservations: Vec::new(),
@@ -890,23 +905,35 @@ async fn publisher(
         for change in &changes {
             match change {
                 Changed::Reservation { reservation, .. } => {
-                    ok &= remote
+                    message.reservations.push(reservation.clone())
+                }
+                Changed::Resource(resource) => message.resources.push(resource.clone()),
+            }
+        }
+        // The commit's rows go out together on the multiplexed connection,
+        // one round trip for the lot rather than one per row: one after
+        // another, this task fell behind a busy writer and its queue held
+        // the backlog in memory.
+        let written = join_all(changes.iter().map(|change| async {
+            match change {
+                Changed::Reservation { reservation, .. } => {
+                    remote
                         .set_if_newer(
                             &reservation_key(reservation.id),
                             reservation,
                             reservation.version,
                         )
-                        .await;
-                    message.reservations.push(reservation.clone());
+                        .await
                 }
                 Changed::Resource(resource) => {
-                    ok &= remote
+                    remote
                         .set_if_newer(&resource_key(resource.id), resource, resource.version)
-                        .await;
-                    message.resources.push(resource.clone());
+                        .await
                 }
             }
-        }
+        }))
+        .await;
+        let mut ok = written.into_iter().all(|written| written);
         if let Ok(payload) = serde_json::to_string(&message) {
             ok &= remote.publish(&payload).await;
         }
@@ -920,6 +947,8 @@ async fn publisher(
                 pending.remove(&id);
             }
         }
+        drop(pending);
+        cache.queued.fetch_sub(changes.len(), Ordering::AcqRel);
     }
 }
 
