@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod capacity;
+pub mod digest;
 pub mod quota;
 pub mod reservation;
 pub mod resource;

@@ -174,16 +174,6 @@ impl NewReservation {
             starts_at: Timestamp,
             user_id: &'a str,
         }
-        struct Hashing(Sha256);
-        impl std::io::Write for Hashing {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                self.0.update(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
         let canonical = Canonical {
             ends_at: self.ends_at,
             metadata: &self.metadata,
@@ -193,10 +183,9 @@ impl NewReservation {
             starts_at: self.starts_at,
             user_id,
         };
-        let mut hashing = Hashing(Sha256::new());
-        serde_json::to_writer(&mut hashing, &canonical)
-            .expect("serializing plain data into a hasher cannot fail");
-        hashing.0.finalize().into()
+        let mut digest = Sha256::new();
+        super::digest::update_json(&mut digest, &canonical);
+        digest.finalize().into()
     }
 }
 

@@ -14,6 +14,7 @@ use crate::{
     App,
     domain::{
         auth::Principal,
+        digest::update_json,
         validation::{FieldError, Fields},
         version::{VersionMatch, parse_etags},
     },
@@ -201,9 +202,8 @@ pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
 /// The caller and the request-level context of a write: its `If-Match`
 /// precondition and its `Idempotency-Key` scope, bound to this request's own
-/// method and path.
-/// Only what writes read is kept (not a copy of every header): the
-/// extractor runs on every write.
+/// method and path. Only what writes read is kept (not a copy of every
+/// header): the extractor runs on every write.
 pub struct WriteRequest {
     pub principal: Principal,
     if_match: Option<VersionMatch>,
@@ -263,7 +263,7 @@ impl WriteRequest {
         // serde_json's map is ordered, so equal documents hash equally whatever
         // their key order or whitespace.
         if let Some(body) = body {
-            digest.update(body.to_string().as_bytes());
+            update_json(&mut digest, body);
         }
         Ok(Some(Idempotency {
             scope: self.principal.user_id.as_str().to_owned(),

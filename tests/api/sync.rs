@@ -1419,6 +1419,10 @@ async fn one_batch_settles_competing_rows_in_order_and_never_overbooks() {
             .collect::<Vec<_>>()
         }
     };
+    /// Each row's id, status and version, as the assertions compare them.
+    fn outcome(rows: &[(Uuid, String, i64, Option<String>)]) -> Vec<(Uuid, &str, i64)> {
+        rows.iter().map(|r| (r.0, r.1.as_str(), r.2)).collect()
+    }
     let ids: Vec<Uuid> = (0..9).map(|_| Uuid::new_v4()).collect();
     let [a, b, c, d, e, f, g, h, i] = ids[..] else {
         unreachable!()
@@ -1433,13 +1437,7 @@ async fn one_batch_settles_competing_rows_in_order_and_never_overbooks() {
         ],
     )
     .await;
-    assert_eq!(
-        first
-            .iter()
-            .map(|r| (r.0, r.1.as_str(), r.2))
-            .collect::<Vec<_>>(),
-        [(a, "confirmed", 1), (b, "confirmed", 1)]
-    );
+    assert_eq!(outcome(&first), [(a, "confirmed", 1), (b, "confirmed", 1)]);
 
     // Node Y: C fits 11-12 next to A; D does not fit 10-11 (A and B hold
     // it); E arrives after C and no longer fits 11-12; F (two seats at 12-13)
@@ -1455,9 +1453,8 @@ async fn one_batch_settles_competing_rows_in_order_and_never_overbooks() {
         ],
     )
     .await;
-    let outcome: Vec<(Uuid, &str, i64)> = second.iter().map(|r| (r.0, r.1.as_str(), r.2)).collect();
     assert_eq!(
-        outcome,
+        outcome(&second),
         [
             (c, "confirmed", 1),
             (d, "rejected", 2),
@@ -1489,10 +1486,7 @@ async fn one_batch_settles_competing_rows_in_order_and_never_overbooks() {
     )
     .await;
     assert_eq!(
-        third
-            .iter()
-            .map(|r| (r.0, r.1.as_str(), r.2))
-            .collect::<Vec<_>>(),
+        outcome(&third),
         [
             (h, "confirmed", 1),
             (i, "cancelled", 2),

@@ -173,12 +173,14 @@ impl Reads {
              SELECT (SELECT max(seq) FROM batch), (SELECT count(*) FROM batch), \
                  (SELECT json_group_array(f.entity_id ORDER BY f.first) FROM firsts AS f \
                   WHERE f.kind = 'resource'), \
-                 (SELECT json_group_array(json_array({}, r.request_hash) ORDER BY f.first) \
+                 (SELECT json_group_array(json_array(json_object({}), r.request_hash) ORDER BY f.first) \
                   FROM firsts AS f JOIN reservations AS r ON r.id = f.entity_id \
                   WHERE f.kind = 'reservation')",
+            // Each reservation as an object keyed by column name, which
+            // `ReservationRow` deserializes by name.
             RESERVATION_COLUMNS
                 .split(", ")
-                .map(|column| format!("r.{column}"))
+                .map(|column| format!("'{column}', r.{column}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         ))
@@ -215,43 +217,15 @@ impl Reads {
         }
         // Already in outbox order: Postgres settles competing bookings first
         // come, first served.
-        type Columns = (
-            String,
-            String,
-            String,
-            i64,
-            i64,
-            i64,
-            String,
-            i64,
-            String,
-            Option<String>,
-            Option<String>,
-            i64,
-            i64,
-            Option<String>,
-        );
         let reservations = match reservations {
-            Some(text) => serde_json::from_str::<Vec<Columns>>(&text)
+            Some(text) => serde_json::from_str::<Vec<(ReservationRow, Option<String>)>>(&text)
                 .map_err(anyhow::Error::from)?
                 .into_iter()
-                .map(|c| {
-                    let row = ReservationRow {
-                        id: c.0,
-                        resource_id: c.1,
-                        user_id: c.2,
-                        starts_at: c.3,
-                        ends_at: c.4,
-                        party_size: c.5,
-                        status: c.6,
-                        version: c.7,
-                        sync_state: c.8,
-                        notes: c.9,
-                        metadata: c.10,
-                        created_at: c.11,
-                        updated_at: c.12,
-                    };
-                    Ok((Reservation::try_from(row)?, c.13.unwrap_or_default()))
+                .map(|(row, request_hash)| {
+                    Ok((
+                        Reservation::try_from(row)?,
+                        request_hash.unwrap_or_default(),
+                    ))
                 })
                 .collect::<anyhow::Result<Vec<_>>>()?,
             None => Vec::new(),

@@ -19,7 +19,8 @@ pub const RESERVATION_COLUMNS: &str = "id, resource_id, user_id, starts_at, ends
 /// after them reads those from this index on.
 pub const RESERVATION_COLUMN_COUNT: usize = 13;
 
-#[derive(Debug, FromRow)]
+/// Also read from JSON objects keyed by column name (the outbox batch).
+#[derive(Debug, FromRow, serde::Deserialize)]
 pub struct ReservationRow {
     pub id: String,
     pub resource_id: String,
