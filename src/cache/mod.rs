@@ -49,7 +49,11 @@ use tokio::{
 use uuid::Uuid;
 
 use crate::{
-    domain::{reservation::Reservation, resource::Resource, version::etag},
+    domain::{
+        reservation::{Reservation, SyncState},
+        resource::Resource,
+        version::etag,
+    },
     error::{AppError, AppResult},
     shutdown,
     store::sqlite::writer::Changed,
@@ -292,6 +296,11 @@ struct Message {
     node: String,
     reservations: Vec<Reservation>,
     resources: Vec<Resource>,
+    /// Reservations whose (id, version) PostgreSQL acknowledged: receivers
+    /// mark a copy they cache at that version synced. Absent in messages
+    /// from older nodes.
+    #[serde(default)]
+    synced: Vec<(Uuid, i64)>,
 }
 
 impl Cache {
@@ -730,10 +739,10 @@ impl Cache {
     }
 
     /// Makes every cached list page that may hold `reservation` a miss.
-    fn forget_lists(&self, reservation: &Reservation) {
-        self.scope_stripe(&Scope::Resource(reservation.resource_id))
+    fn forget_lists(&self, resource_id: Uuid, user_id: &str) {
+        self.scope_stripe(&Scope::Resource(resource_id))
             .fetch_add(1, Ordering::AcqRel);
-        self.scope_stripe(&Scope::User(&reservation.user_id))
+        self.scope_stripe(&Scope::User(user_id))
             .fetch_add(1, Ordering::AcqRel);
         self.all.fetch_add(1, Ordering::AcqRel);
     }
@@ -744,8 +753,7 @@ impl Cache {
         // see that L2 is behind, or it could take L2's older copy as current.
         if self.publish.is_some() {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            for change in changes {
-                let (id, version) = identity(change);
+            for (id, version) in changes.iter().filter_map(written_to_l2) {
                 let entry = pending.entry(id).or_insert(version);
                 *entry = (*entry).max(version);
             }
@@ -786,7 +794,7 @@ impl Cache {
                     spans,
                     fresh,
                 } => {
-                    self.forget_lists(reservation);
+                    self.forget_lists(reservation.resource_id, &reservation.user_id);
                     // A fresh row has no older copy to replace (misses are
                     // not cached), so the writer does not spend its time
                     // rendering and inserting it: a create's row is cached
@@ -810,7 +818,35 @@ impl Cache {
                         .await;
                     self.forget_availability(resource.id, None).await;
                 }
+                Changed::Synced {
+                    id,
+                    version,
+                    resource_id,
+                    user_id,
+                } => {
+                    // List pages show the sync state; availability does not.
+                    self.forget_lists(*resource_id, user_id);
+                    // A read that loaded the pending row before this commit
+                    // must not cache it afterwards as current.
+                    self.stripe(id).fetch_add(1, Ordering::AcqRel);
+                    self.mark_synced(*id, *version).await;
+                }
             }
+        }
+    }
+
+    /// Marks a cached copy of `id` at exactly `version` synced; caches
+    /// nothing when no such copy is held.
+    async fn mark_synced(&self, id: Uuid, version: i64) {
+        if let Some((cached, _)) = self.reservations.get(&id).await
+            && cached.version == version
+            && cached.sync_state == SyncState::Pending
+        {
+            let mut reservation = cached.value.clone();
+            reservation.sync_state = SyncState::Synced;
+            self.reservations
+                .insert(id, (Arc::new(Cached::new(reservation)), WRITTEN))
+                .await;
         }
     }
 
@@ -856,6 +892,9 @@ impl Cache {
             self.put_newer(&self.resources, resource.id, resource, resource.version)
                 .await;
         }
+        for (id, version) in &message.synced {
+            self.mark_synced(*id, *version).await;
+        }
     }
 }
 
@@ -875,10 +914,13 @@ impl HasVersion for Resource {
     }
 }
 
-fn identity(change: &Changed) -> (Uuid, i64) {
+/// The (id, version) a change writes to L2; `None` for a sync acknowledgement,
+/// which L2 does not store (an equal version is never overwritten there).
+fn written_to_l2(change: &Changed) -> Option<(Uuid, i64)> {
     match change {
-        Changed::Reservation { reservation, .. } => (reservation.id, reservation.version),
-        Changed::Resource(resource) => (resource.id, resource.version),
+        Changed::Reservation { reservation, .. } => Some((reservation.id, reservation.version)),
+        Changed::Resource(resource) => Some((resource.id, resource.version)),
+        Changed::Synced { .. } => None,
     }
 }
 
@@ -901,6 +943,7 @@ async fn publisher(
             node: cache.node_id.clone(),
             reservations: Vec::new(),
             resources: Vec::new(),
+            synced: Vec::new(),
         };
         for change in &changes {
             match change {
@@ -908,6 +951,7 @@ async fn publisher(
                     message.reservations.push(reservation.clone())
                 }
                 Changed::Resource(resource) => message.resources.push(resource.clone()),
+                Changed::Synced { id, version, .. } => message.synced.push((*id, *version)),
             }
         }
         // The commit's rows go out together on the multiplexed connection,
@@ -930,6 +974,8 @@ async fn publisher(
                         .set_if_newer(&resource_key(resource.id), resource, resource.version)
                         .await
                 }
+                // Nothing to store: L2 keeps an equal version as it is.
+                Changed::Synced { .. } => true,
             }
         }))
         .await;
@@ -941,8 +987,7 @@ async fn publisher(
             remote.distrust();
         }
         let mut pending = cache.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for change in &changes {
-            let (id, version) = identity(change);
+        for (id, version) in changes.iter().filter_map(written_to_l2) {
             if pending.get(&id).is_some_and(|v| *v <= version) {
                 pending.remove(&id);
             }
@@ -1005,5 +1050,30 @@ async fn subscriber(cache: Arc<Cache>, remote: Arc<Remote>, mut stop: watch::Rec
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Nodes of an older build publish messages without `synced`; they must
+    /// still be read, and the field must round-trip between newer nodes.
+    #[test]
+    fn messages_without_synced_versions_are_still_read() {
+        let old: Message =
+            serde_json::from_str(r#"{"node":"n1","reservations":[],"resources":[]}"#).unwrap();
+        assert_eq!(old.node, "n1");
+        assert!(old.synced.is_empty());
+
+        let id = Uuid::now_v7();
+        let new = Message {
+            node: "n2".into(),
+            reservations: Vec::new(),
+            resources: Vec::new(),
+            synced: vec![(id, 3)],
+        };
+        let read: Message = serde_json::from_str(&serde_json::to_string(&new).unwrap()).unwrap();
+        assert_eq!(read.synced, [(id, 3)]);
     }
 }

@@ -30,8 +30,9 @@ use crate::{
     helpers::{
         ADMIN_TOKEN, Reply, TestApp, at, id_of, reservation_body, send, spawn_app_with, with,
     },
-    support::postgres::{
-        ThrowawayPostgres, pool_to, test_database, test_database_at, with_database,
+    support::{
+        postgres::{ThrowawayPostgres, pool_to, test_database, test_database_at, with_database},
+        proxy::TcpProxy,
     },
 };
 
@@ -1370,6 +1371,68 @@ async fn sigterm_after_postgres_returns_flushes_what_the_backoff_held_back() {
         server.log()
     );
     assert_eq!(in_pg, ids);
+}
+
+/// PostgreSQL's acknowledgement moves a row from `pending` to `synced`. A
+/// copy already in L1 is updated (the next read is a hit and says `synced`);
+/// a row nobody read is not put into L1 (its next read is a miss), so a
+/// drain of many rows does not push the hot ones out of the cache.
+#[tokio::test]
+async fn an_acknowledged_row_is_updated_in_l1_and_nothing_unread_is_cached() {
+    let db = test_database().await;
+    let proxy = TcpProxy::to_url(&db.url).await;
+    proxy.cut();
+    let app = spawn_syncing(&proxy.url_for(&db.url), "node-ack").await;
+    let resource = app.new_resource(5).await;
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let created = app
+            .create_reservation(&app.admin_token, &in_hour(&resource, i))
+            .await;
+        assert_eq!(created.assert_status(201)["sync_state"], "pending");
+        ids.push(id_of(created.assert_status(201)));
+    }
+    let (read, unread) = (&ids[0], &ids[1]);
+    for _ in 0..2 {
+        let pending = app.get_reservation(&app.admin_token, read).await;
+        assert_eq!(pending.assert_status(200)["sync_state"], "pending");
+    }
+
+    proxy.restore();
+    wait_until_synced(&app).await;
+    let l1 = |stats: &Value, field: &str| stats["l1"][field].as_u64().unwrap();
+    let stats = || async {
+        app.get("/v1/cache/stats", &app.admin_token)
+            .await
+            .assert_status(200)
+            .clone()
+    };
+
+    let before = stats().await;
+    let cached = app.get_reservation(&app.admin_token, read).await;
+    assert_eq!(cached.assert_status(200)["sync_state"], "synced");
+    assert_eq!(cached.etag(), Some("\"1\""));
+    let after_read = stats().await;
+    assert_eq!(
+        l1(&after_read, "hits") - l1(&before, "hits"),
+        1,
+        "{after_read}"
+    );
+    assert_eq!(
+        l1(&after_read, "misses") - l1(&before, "misses"),
+        0,
+        "{after_read}"
+    );
+
+    let loaded = app.get_reservation(&app.admin_token, unread).await;
+    assert_eq!(loaded.assert_status(200)["sync_state"], "synced");
+    let after_unread = stats().await;
+    assert_eq!(
+        l1(&after_unread, "misses") - l1(&after_read, "misses"),
+        1,
+        "{after_unread}"
+    );
+    db.cleanup().await;
 }
 
 /// The set-based `reservoir_apply_batch` (migration 0002), called directly as

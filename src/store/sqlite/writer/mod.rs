@@ -113,6 +113,16 @@ pub enum Changed {
         fresh: bool,
     },
     Resource(Resource),
+    /// PostgreSQL acknowledged `version` of a reservation, and only its sync
+    /// state moved (pending to synced). Copies already cached are updated;
+    /// nothing is cached for it otherwise: a drain acknowledges rows nobody
+    /// has read, and rendering each into L1 would push out the hot ones.
+    Synced {
+        id: Uuid,
+        version: i64,
+        resource_id: Uuid,
+        user_id: String,
+    },
 }
 
 /// Called with every commit's changes; awaited before the replies go out.

@@ -2,6 +2,7 @@
 //! writes they describe (the transactional outbox), and the local effects of
 //! Postgres's answers (synced, rejected, dead-lettered).
 
+use anyhow::Context;
 use rusqlite::{OptionalExtension, params};
 use serde_json::json;
 use uuid::Uuid;
@@ -15,10 +16,7 @@ use crate::{
     },
     store::{
         postgres::{FeedCursor, RemoteReservation},
-        sqlite::{
-            queries::direct as queries,
-            rows::{RESERVATION_COLUMNS, ReservationRow},
-        },
+        sqlite::queries::direct as queries,
     },
 };
 
@@ -142,27 +140,26 @@ impl WriterTask {
                 .collect();
             // Only rows still at the version sent: a newer local change is
             // still pending (and queued behind this batch).
-            let returning = RESERVATION_COLUMNS
-                .split(", ")
-                .map(|column| format!("reservations.{column}"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let updated: Vec<ReservationRow> = self
+            let updated: Vec<(String, i64, String, String)> = self
                 .conn
-                .prepare_cached(&format!(
+                .prepare_cached(
                     "UPDATE reservations SET sync_state = 'synced' FROM json_each(?1) AS j \
                      WHERE reservations.id = j.value ->> 0 AND reservations.version <= j.value ->> 1 \
-                       AND reservations.sync_state = 'pending' RETURNING {returning}"
-                ))?
-                .query_map(
-                    [serde_json::Value::Array(synced).to_string()],
-                    ReservationRow::from_rusqlite,
+                       AND reservations.sync_state = 'pending' \
+                     RETURNING reservations.id, reservations.version, reservations.resource_id, reservations.user_id",
                 )?
+                .query_map([serde_json::Value::Array(synced).to_string()], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+                })?
                 .collect::<rusqlite::Result<_>>()?;
-            // The caches hold these rows as `pending`.
-            for row in updated {
-                let reservation = Reservation::try_from(row)?;
-                self.changed(&reservation, &[]);
+            // The caches may hold these rows as `pending`.
+            for (id, version, resource_id, user_id) in updated {
+                self.changes.push(Changed::Synced {
+                    id: Uuid::parse_str(&id).context("a stored reservation id")?,
+                    version,
+                    resource_id: Uuid::parse_str(&resource_id).context("a stored resource id")?,
+                    user_id,
+                });
             }
         }
         for rejection in &report.rejected {
