@@ -37,7 +37,7 @@ use std::{
 /// SQLite syncs it (its header) inside the writer's next commit, and that
 /// sync also flushes every frame written since this thread last synced the
 /// log. The more often this thread runs, the less that sync has to flush.
-/// At a fixed 8,000 creates/s the create p99 was 10–11 ms with 100 ms, 6.3
+/// At a fixed 8,000 creates/s the create p99 was 8–14 ms with 100 ms, 6.3
 /// ms with 40 ms and 5.2–5.3 ms with 20 ms; at 1 s it was 31 ms (see
 /// BENCHMARKS.md, "Create", the tail).
 const INTERVAL: Duration = Duration::from_millis(20);
