@@ -29,7 +29,7 @@ use crate::{
 const PATIENT_REDIS_TIMEOUT_MS: u64 = 500;
 
 /// `GET /v1/cache/stats` as admin.
-async fn stats(app: &TestApp) -> Value {
+pub(crate) async fn stats(app: &TestApp) -> Value {
     app.get("/v1/cache/stats", &app.admin_token)
         .await
         .assert_status(200)
@@ -38,7 +38,7 @@ async fn stats(app: &TestApp) -> Value {
 
 /// One counter of a stats document, e.g. `count(&s, "l1", "hits")`.
 #[track_caller]
-fn count(stats: &Value, layer: &str, field: &str) -> u64 {
+pub(crate) fn count(stats: &Value, layer: &str, field: &str) -> u64 {
     stats[layer][field]
         .as_u64()
         .unwrap_or_else(|| panic!("no {layer}.{field} counter in {stats}"))
@@ -46,7 +46,7 @@ fn count(stats: &Value, layer: &str, field: &str) -> u64 {
 
 /// `after - before` for one counter.
 #[track_caller]
-fn delta(before: &Value, after: &Value, layer: &str, field: &str) -> u64 {
+pub(crate) fn delta(before: &Value, after: &Value, layer: &str, field: &str) -> u64 {
     count(after, layer, field) - count(before, layer, field)
 }
 

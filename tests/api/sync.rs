@@ -27,6 +27,7 @@ use uuid::Uuid;
 use reservoir::Config;
 
 use crate::{
+    cache::{delta, stats},
     helpers::{
         ADMIN_TOKEN, Reply, TestApp, at, id_of, reservation_body, send, spawn_app_with, with,
     },
@@ -1400,35 +1401,23 @@ async fn an_acknowledged_row_is_updated_in_l1_and_nothing_unread_is_cached() {
 
     proxy.restore();
     wait_until_synced(&app).await;
-    let l1 = |stats: &Value, field: &str| stats["l1"][field].as_u64().unwrap();
-    let stats = || async {
-        app.get("/v1/cache/stats", &app.admin_token)
-            .await
-            .assert_status(200)
-            .clone()
-    };
-
-    let before = stats().await;
+    let before = stats(&app).await;
     let cached = app.get_reservation(&app.admin_token, read).await;
     assert_eq!(cached.assert_status(200)["sync_state"], "synced");
     assert_eq!(cached.etag(), Some("\"1\""));
-    let after_read = stats().await;
+    let after_read = stats(&app).await;
+    assert_eq!(delta(&before, &after_read, "l1", "hits"), 1, "{after_read}");
     assert_eq!(
-        l1(&after_read, "hits") - l1(&before, "hits"),
-        1,
-        "{after_read}"
-    );
-    assert_eq!(
-        l1(&after_read, "misses") - l1(&before, "misses"),
+        delta(&before, &after_read, "l1", "misses"),
         0,
         "{after_read}"
     );
 
     let loaded = app.get_reservation(&app.admin_token, unread).await;
     assert_eq!(loaded.assert_status(200)["sync_state"], "synced");
-    let after_unread = stats().await;
+    let after_unread = stats(&app).await;
     assert_eq!(
-        l1(&after_unread, "misses") - l1(&after_read, "misses"),
+        delta(&after_read, &after_unread, "l1", "misses"),
         1,
         "{after_unread}"
     );
