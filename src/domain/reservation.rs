@@ -317,18 +317,12 @@ mod tests {
         full["notes"] = json!("window seat, \"quiet\" ü");
         full["metadata"] = json!({"z": [1, 2.5, null], "a": {"b": true}});
         let full = NewReservation::parse(full, "").unwrap();
-        let hex = |digest: [u8; 32]| {
-            digest
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect::<String>()
-        };
         assert_eq!(
-            hex(plain.fingerprint("alice")),
+            hex::encode(plain.fingerprint("alice")),
             "1bde99450918be557ab625de8e090cadd2033fd51e5e5585d55b6236d90ca357"
         );
         assert_eq!(
-            hex(full.fingerprint("bob")),
+            hex::encode(full.fingerprint("bob")),
             "bd932180d9081935b2ecc8d5a66bd852555121b6cf1e388c9303e5f1c23867b6"
         );
         assert_ne!(plain.fingerprint("alice"), plain.fingerprint("bob"));
