@@ -13,6 +13,7 @@ mod plans;
 pub mod queries;
 pub mod reads;
 pub mod rows;
+pub mod wal_vfs;
 pub mod writer;
 
 use std::{str::FromStr, time::Duration};
@@ -79,7 +80,19 @@ fn open_writer(
     path: &std::path::Path,
     synchronous: Synchronous,
 ) -> rusqlite::Result<rusqlite::Connection> {
-    let conn = rusqlite::Connection::open(path)?;
+    // The writer is the only connection that appends to the log, so it alone
+    // opens the database through the VFS that writes each frame in one call.
+    wal_vfs::register().map_err(|message| {
+        rusqlite::Error::SqliteFailure(
+            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
+            Some(message),
+        )
+    })?;
+    let conn = rusqlite::Connection::open_with_flags_and_vfs(
+        path,
+        rusqlite::OpenFlags::default(),
+        wal_vfs::VFS_NAME,
+    )?;
     conn.busy_timeout(Duration::from_secs(10))?;
     let synchronous = match synchronous {
         Synchronous::Normal => "NORMAL",
