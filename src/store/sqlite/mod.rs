@@ -82,12 +82,7 @@ fn open_writer(
 ) -> rusqlite::Result<rusqlite::Connection> {
     // The writer is the only connection that appends to the log, so it alone
     // opens the database through the VFS that writes each frame in one call.
-    wal_vfs::register().map_err(|message| {
-        rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ERROR),
-            Some(message),
-        )
-    })?;
+    wal_vfs::register()?;
     let conn = rusqlite::Connection::open_with_flags_and_vfs(
         path,
         rusqlite::OpenFlags::default(),

@@ -24,10 +24,7 @@ use std::{
     ffi::{CStr, c_char, c_int, c_void},
     mem::{align_of, size_of},
     ptr,
-    sync::{
-        OnceLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::OnceLock,
 };
 
 use rusqlite::ffi;
@@ -39,13 +36,10 @@ const VFS_NAME_C: &CStr = c"reservoir-wal";
 /// The size of a WAL frame header (`WAL_FRAME_HDRSIZE` in SQLite).
 const FRAME_HEADER: usize = 24;
 
-/// Frame writes sent as one system call since start (for tests).
-static MERGED: AtomicU64 = AtomicU64::new(0);
-
-/// Frame writes merged into one system call so far, in this process.
-pub fn merged_writes() -> u64 {
-    MERGED.load(Ordering::Relaxed)
-}
+/// Frame writes sent as one system call so far, in this process: the tests'
+/// evidence that merging happens (not counted outside tests).
+#[cfg(test)]
+static MERGED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A WAL file: this header, then the default VFS's own file object.
 #[repr(C)]
@@ -54,9 +48,8 @@ struct WalFile {
     base: ffi::sqlite3_file,
     /// The default VFS's file, further on in the same allocation.
     real: *mut ffi::sqlite3_file,
-    /// Bytes held back (0 or [`FRAME_HEADER`]), and where they go.
-    held: usize,
-    held_at: i64,
+    /// Where the held-back header goes, if one is held.
+    held_at: Option<i64>,
     header: [u8; FRAME_HEADER],
 }
 
@@ -74,42 +67,43 @@ unsafe impl Sync for RealVfs {}
 /// Registers the VFS under [`VFS_NAME`] (once per process; later calls only
 /// report the first outcome). It is not made the default: only connections
 /// that name it use it.
-pub fn register() -> Result<(), String> {
+pub fn register() -> rusqlite::Result<()> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
-    REGISTERED
-        .get_or_init(|| unsafe {
-            // Initializes the library if needed; null: the default VFS.
-            let real = ffi::sqlite3_vfs_find(ptr::null());
-            if real.is_null() {
-                return Err("SQLite has no default VFS".to_owned());
-            }
-            if (*real).xOpen.is_none() {
-                return Err("the default VFS cannot open files".to_owned());
-            }
-            let Ok(real_size) = usize::try_from((*real).szOsFile) else {
-                return Err("the default VFS reports a negative file size".to_owned());
-            };
-            let _ = REAL_VFS.set(RealVfs(real));
-            // Everything but the name, the file size and `xOpen` is the
-            // default VFS's own: those methods never see a file, and the
-            // unix VFS's read nothing from the VFS object but `mxPathname`
-            // and `pAppData`, which are copied.
-            let mut vfs = *real;
-            vfs.pNext = ptr::null_mut();
-            vfs.zName = VFS_NAME_C.as_ptr();
-            vfs.szOsFile = c_int::try_from(REAL_OFFSET + real_size)
-                .map_err(|_| "the default VFS's file object is too large".to_owned())?;
-            vfs.xOpen = Some(open_file);
-            // Registered VFS objects must live as long as the process.
-            let vfs = Box::leak(Box::new(vfs));
-            match ffi::sqlite3_vfs_register(vfs, 0) {
-                ffi::SQLITE_OK => Ok(()),
-                code => Err(format!(
-                    "registering the WAL VFS failed (SQLite code {code})"
-                )),
-            }
-        })
-        .clone()
+    let outcome = REGISTERED.get_or_init(|| unsafe {
+        // Initializes the library if needed; null: the default VFS.
+        let real = ffi::sqlite3_vfs_find(ptr::null());
+        if real.is_null() {
+            return Err("SQLite has no default VFS".to_owned());
+        }
+        if (*real).xOpen.is_none() {
+            return Err("the default VFS cannot open files".to_owned());
+        }
+        let Ok(real_size) = usize::try_from((*real).szOsFile) else {
+            return Err("the default VFS reports a negative file size".to_owned());
+        };
+        let _ = REAL_VFS.set(RealVfs(real));
+        // Everything but the name, the file size and `xOpen` is the
+        // default VFS's own: those methods never see a file, and the
+        // unix VFS's read nothing from the VFS object but `mxPathname`
+        // and `pAppData`, which are copied.
+        let mut vfs = *real;
+        vfs.pNext = ptr::null_mut();
+        vfs.zName = VFS_NAME_C.as_ptr();
+        vfs.szOsFile = c_int::try_from(REAL_OFFSET + real_size)
+            .map_err(|_| "the default VFS's file object is too large".to_owned())?;
+        vfs.xOpen = Some(open_file);
+        // Registered VFS objects must live as long as the process.
+        let vfs = Box::leak(Box::new(vfs));
+        match ffi::sqlite3_vfs_register(vfs, 0) {
+            ffi::SQLITE_OK => Ok(()),
+            code => Err(format!(
+                "registering the WAL VFS failed (SQLite code {code})"
+            )),
+        }
+    });
+    outcome.clone().map_err(|message| {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_ERROR), Some(message))
+    })
 }
 
 fn real_vfs() -> *mut ffi::sqlite3_vfs {
@@ -143,8 +137,7 @@ unsafe extern "C" fn open_file(
                     pMethods: ptr::null(),
                 },
                 real,
-                held: 0,
-                held_at: 0,
+                held_at: None,
                 header: [0; FRAME_HEADER],
             },
         );
@@ -212,20 +205,20 @@ unsafe fn flush(
     real: *mut ffi::sqlite3_file,
     methods: &ffi::sqlite3_io_methods,
 ) -> c_int {
-    if wal.held == 0 {
+    let Some(at) = wal.held_at else {
         return ffi::SQLITE_OK;
-    }
+    };
     let write = methods.xWrite.expect("every VFS writes");
     let rc = unsafe {
         write(
             real,
             wal.header.as_ptr().cast::<c_void>(),
             FRAME_HEADER as c_int,
-            wal.held_at,
+            at,
         )
     };
     if rc == ffi::SQLITE_OK {
-        wal.held = 0;
+        wal.held_at = None;
     }
     rc
 }
@@ -239,43 +232,33 @@ unsafe extern "C" fn write(
     unsafe {
         let (wal, real, methods) = parts(file);
         let xwrite = methods.xWrite.expect("every VFS writes");
-        let Ok(len) = usize::try_from(amount) else {
-            return xwrite(real, data, amount, offset);
-        };
-        if wal.held > 0 {
-            if offset == wal.held_at + FRAME_HEADER as i64 {
-                let Ok(total) = c_int::try_from(FRAME_HEADER + len) else {
-                    let rc = flush(wal, real, methods);
-                    return if rc == ffi::SQLITE_OK {
-                        xwrite(real, data, amount, offset)
-                    } else {
-                        rc
-                    };
-                };
-                let at = wal.held_at;
-                let header = wal.header;
-                let rc = FRAME.with_borrow_mut(|frame| {
-                    frame.clear();
-                    frame.extend_from_slice(&header);
-                    frame.extend_from_slice(std::slice::from_raw_parts(data.cast::<u8>(), len));
-                    xwrite(real, frame.as_ptr().cast::<c_void>(), total, at)
-                });
-                if rc == ffi::SQLITE_OK {
-                    wal.held = 0;
-                    MERGED.fetch_add(1, Ordering::Relaxed);
-                }
-                return rc;
+        // The page right after a held header: both in one call.
+        if let Some(at) = wal.held_at
+            && offset == at + FRAME_HEADER as i64
+            && let Ok(len) = usize::try_from(amount)
+            && let Ok(total) = c_int::try_from(FRAME_HEADER + len)
+        {
+            let rc = FRAME.with_borrow_mut(|frame| {
+                frame.clear();
+                frame.extend_from_slice(&wal.header);
+                frame.extend_from_slice(std::slice::from_raw_parts(data.cast::<u8>(), len));
+                xwrite(real, frame.as_ptr().cast::<c_void>(), total, at)
+            });
+            if rc == ffi::SQLITE_OK {
+                wal.held_at = None;
+                #[cfg(test)]
+                MERGED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            let rc = flush(wal, real, methods);
-            if rc != ffi::SQLITE_OK {
-                return rc;
-            }
+            return rc;
         }
-        if len == FRAME_HEADER {
+        let rc = flush(wal, real, methods);
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        if amount == FRAME_HEADER as c_int {
             wal.header
                 .copy_from_slice(std::slice::from_raw_parts(data.cast::<u8>(), FRAME_HEADER));
-            wal.held = FRAME_HEADER;
-            wal.held_at = offset;
+            wal.held_at = Some(offset);
             return ffi::SQLITE_OK;
         }
         xwrite(real, data, amount, offset)
@@ -418,10 +401,11 @@ mod tests {
     fn frames_are_merged_and_read_back_by_the_default_vfs() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
-        let before = merged_writes();
+        let merged = || MERGED.load(std::sync::atomic::Ordering::Relaxed);
+        let before = merged();
         let writer = write_rows(&path, 40, 50);
         assert!(
-            merged_writes() >= before + 40,
+            merged() >= before + 40,
             "each commit writes at least one frame as one call"
         );
         // Read while the writer is open: the rows live only in the log.
