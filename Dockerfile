@@ -13,6 +13,7 @@ RUN mkdir -p src/bin/loadgen benches \
  && touch src/lib.rs \
  && cargo build --release --bin reservoir \
  && rm -rf src benches
+COPY build.rs ./
 COPY src src
 COPY migrations migrations
 COPY benches benches

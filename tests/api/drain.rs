@@ -1,6 +1,8 @@
 //! The drain path to PostgreSQL (issue 6): `reservoir_apply_rows` (migration
 //! 0003) finds overlapping holds through a btree bounded by each resource's
-//! longest hold, and the change feed leaves a node's own rows out in SQL
+//! longest hold and (0004) stores a batch of new rows with a plain INSERT
+//! and checks each reservation's resource once per statement, and the change
+//! feed leaves a node's own rows out in SQL
 //! while its cursor still moves past them.
 
 use std::time::{Duration, Instant};
@@ -260,6 +262,254 @@ async fn typed_rows_store_every_column_and_the_jsonb_form_still_works() {
         ),
         "a malformed call is a permanent error"
     );
+    db.cleanup().await;
+}
+
+/// A batch of new, distinct ids is stored by migration 0004's plain INSERT:
+/// its outcome, rejections and stamps are those of the general statement. An
+/// id that another transaction stores while the batch waits for it makes the
+/// batch a retryable error, never a permanent one (which would dead-letter
+/// good rows), and the retry, finding the id stored, takes the general
+/// statement.
+#[tokio::test]
+async fn new_rows_take_the_fast_path_and_a_racing_insert_makes_the_batch_retry() {
+    let (db, postgres) = migrated().await;
+    let resource = Uuid::now_v7();
+    // Two seats at 05-06. Of the three confirmed rows the third does not fit;
+    // a cancelled row and a row rejected on its node take no seat and are
+    // stored as sent.
+    let mut cancelled = booking(resource, 5, 6);
+    cancelled.status = "cancelled";
+    let mut rejected_locally = booking(resource, 5, 6);
+    rejected_locally.status = "rejected";
+    rejected_locally.version = 2;
+    let rows = vec![
+        booking(resource, 5, 6),
+        cancelled,
+        booking(resource, 5, 6),
+        booking(resource, 5, 6),
+        rejected_locally,
+    ];
+    let outcome = apply(&postgres, "node-x", &[room(resource, 2)], &rows).await;
+    let expected = [
+        ("confirmed", 1),
+        ("cancelled", 1),
+        ("confirmed", 1),
+        ("rejected", 2),
+        ("rejected", 2),
+    ]
+    .map(|(s, v)| (s.to_owned(), v));
+    assert_eq!(outcome, expected);
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let stamps: Vec<(i64, i64, String, Option<String>)> = sqlx::query_as(
+        "SELECT r.change_txid, r.change_seq, r.changed_by, r.reject_reason
+         FROM unnest($1::uuid[]) WITH ORDINALITY AS b(id, n) JOIN reservations AS r ON r.id = b.id
+         ORDER BY b.n",
+    )
+    .bind(&ids)
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(stamps.len(), rows.len(), "every row is stored");
+    assert!(
+        stamps.iter().all(|s| s.0 == stamps[0].0 && s.2 == "node-x"),
+        "one transaction, stamped with the node: {stamps:?}"
+    );
+    assert!(
+        stamps.windows(2).all(|w| w[0].1 < w[1].1),
+        "sequence numbers follow the batch order: {stamps:?}"
+    );
+    let reason = stamps[3].3.as_deref().unwrap_or_default();
+    assert!(reason.contains("capacity 2"), "{reason}");
+    assert_eq!(
+        stamps[4].3, None,
+        "a row rejected on its node is stored as sent"
+    );
+
+    // Sent again, the same rows are all known: the general statement answers
+    // with what is stored and writes nothing.
+    assert_eq!(apply(&postgres, "node-x", &[], &rows).await, expected);
+    assert_eq!(last_stamp(&db).await, (stamps[0].0, stamps[4].1));
+
+    // Another transaction stores `raced` while a batch holding it is on its
+    // way: the batch passes the probe, then waits on the uncommitted row.
+    let (fresh, raced) = (booking(resource, 20, 21), booking(resource, 22, 23));
+    let mut other = db.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO reservations (id, resource_id, user_id, starts_at, ends_at, party_size, status,
+             version, origin_node, created_at, updated_at)
+         VALUES ($1, $2, 'other', reservoir_instant($3), reservoir_instant($4), 1, 'confirmed', 1,
+                 'node-z', now(), now())",
+    )
+    .bind(raced.id)
+    .bind(resource)
+    .bind(raced.starts_at)
+    .bind(raced.ends_at)
+    .execute(&mut *other)
+    .await
+    .expect("insert by hand");
+    let batch = vec![fresh.clone(), raced.clone()];
+    let racing = {
+        let (postgres, batch) = (postgres.clone(), batch.clone());
+        tokio::spawn(async move { postgres.apply_batch("node-x", &[], &batch).await })
+    };
+    wait_for_a_lock_wait(&db, "the batch on the uncommitted row").await;
+    other.commit().await.unwrap();
+    match racing.await.unwrap() {
+        Err(reservoir::store::postgres::SyncError::Transient(message)) => {
+            assert!(message.contains("retry the batch"), "{message}")
+        }
+        result => panic!("expected a retryable error, got {result:?}"),
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM reservations WHERE id = $1")
+        .bind(fresh.id)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "nothing of the failed batch is kept");
+    let retried = apply(&postgres, "node-x", &[], &batch).await;
+    assert_eq!(
+        retried,
+        [("confirmed".to_owned(), 1), ("confirmed".to_owned(), 1)]
+    );
+    let origins: Vec<String> = sqlx::query_scalar(
+        "SELECT origin_node FROM unnest($1::uuid[]) WITH ORDINALITY AS b(id, n)
+         JOIN reservations AS r ON r.id = b.id ORDER BY b.n",
+    )
+    .bind([fresh.id, raced.id])
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(origins, ["node-x", "node-z"], "the stored version is kept");
+    db.cleanup().await;
+}
+
+/// Waits until a session of this test's database waits for a lock.
+async fn wait_for_a_lock_wait(db: &TestDatabase, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never waited: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The SQLSTATE a statement fails with, `None` if it succeeds.
+async fn sqlstate<'e, E>(executor: E, sql: &str, binds: &[Uuid]) -> Option<String>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let mut query = sqlx::query(sql);
+    for bind in binds {
+        query = query.bind(*bind);
+    }
+    let error = query.execute(executor).await.err()?;
+    Some(
+        error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .unwrap_or_else(|| panic!("not a database error: {error}"))
+            .into_owned(),
+    )
+}
+
+const HAND_INSERT: &str = "INSERT INTO reservations (id, resource_id, user_id, starts_at, ends_at,
+         party_size, status, version, origin_node, created_at, updated_at)
+     VALUES ($1, $2, 'hand', now(), now() + interval '1 hour', 1, 'confirmed', 1, 'hand', now(), now())";
+
+/// Migration 0004 replaced the foreign key from reservations to resources
+/// with triggers that check it once per statement. The reference holds as
+/// before: a batch or a hand-written row naming an unknown resource is
+/// refused with 23503 (for good, to a node: nothing of the batch is stored),
+/// a reservation cannot be moved to an unknown resource, and a resource that
+/// reservations refer to cannot be deleted, re-keyed or truncated away, even
+/// by a transaction racing the one that stores the reservation.
+#[tokio::test]
+async fn every_reservation_keeps_its_resource() {
+    let (db, postgres) = migrated().await;
+    let (kept, spare, gone, unknown) = (
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+    );
+    let row = booking(kept, 1, 2);
+    let rooms = [room(kept, 1), room(spare, 1), room(gone, 1)];
+    apply(&postgres, "node-x", &rooms, std::slice::from_ref(&row)).await;
+
+    let batch = vec![booking(kept, 3, 4), booking(unknown, 3, 4)];
+    match postgres.apply_batch("node-x", &[], &batch).await {
+        Err(reservoir::store::postgres::SyncError::Permanent(message)) => {
+            assert!(message.contains("violates the reference"), "{message}")
+        }
+        result => panic!("expected a permanent error, got {result:?}"),
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM reservations")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 1, "nothing of the refused batch is kept");
+
+    let refused = Some("23503".to_owned());
+    let pool = &db.pool;
+    let (r, id) = (row.id, Uuid::now_v7());
+    let move_to = "UPDATE reservations SET resource_id = $2 WHERE id = $1";
+    assert_eq!(sqlstate(pool, HAND_INSERT, &[id, unknown]).await, refused);
+    assert_eq!(sqlstate(pool, move_to, &[r, unknown]).await, refused);
+    assert_eq!(sqlstate(pool, move_to, &[r, spare]).await, None);
+    assert_eq!(sqlstate(pool, move_to, &[r, kept]).await, None);
+    let delete = "DELETE FROM resources WHERE id = $1";
+    assert_eq!(sqlstate(pool, delete, &[kept]).await, refused);
+    let rekey = "UPDATE resources SET id = $2 WHERE id = $1";
+    assert_eq!(sqlstate(pool, rekey, &[kept, unknown]).await, refused);
+    let rename = "UPDATE resources SET name = 'renamed' WHERE id = $1";
+    assert_eq!(sqlstate(pool, rename, &[kept]).await, None);
+    assert_eq!(sqlstate(pool, "TRUNCATE resources", &[]).await, refused);
+
+    // A reservation stored while a delete of its resource waits: the delete
+    // is refused once the reservation commits.
+    let mut storing = db.pool.begin().await.unwrap();
+    assert_eq!(
+        sqlstate(&mut *storing, HAND_INSERT, &[id, spare]).await,
+        None
+    );
+    let deleting = {
+        let pool = db.pool.clone();
+        tokio::spawn(async move { sqlstate(&pool, delete, &[spare]).await })
+    };
+    wait_for_a_lock_wait(&db, "the delete on the stored reservation").await;
+    storing.commit().await.unwrap();
+    assert_eq!(deleting.await.unwrap(), refused);
+
+    // A resource deleted while a reservation for it waits: the reservation
+    // is refused once the delete commits.
+    let mut deleting = db.pool.begin().await.unwrap();
+    assert_eq!(sqlstate(&mut *deleting, delete, &[gone]).await, None);
+    let storing = {
+        let pool = db.pool.clone();
+        tokio::spawn(async move { sqlstate(&pool, HAND_INSERT, &[Uuid::now_v7(), gone]).await })
+    };
+    wait_for_a_lock_wait(&db, "the reservation on the deleted resource").await;
+    deleting.commit().await.unwrap();
+    assert_eq!(storing.await.unwrap(), refused);
+
+    let orphans: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM reservations AS r
+         WHERE NOT EXISTS (SELECT FROM resources AS s WHERE s.id = r.resource_id)",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(orphans, 0);
     db.cleanup().await;
 }
 
