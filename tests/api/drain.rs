@@ -265,6 +265,50 @@ async fn typed_rows_store_every_column_and_the_jsonb_form_still_works() {
     db.cleanup().await;
 }
 
+/// Waits until a session of this test's database waits for a lock.
+async fn wait_for_a_lock_wait(db: &TestDatabase, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            return;
+        }
+        assert!(Instant::now() < deadline, "never waited: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The SQLSTATE a statement fails with, `None` if it succeeds.
+async fn sqlstate<'e, E>(executor: E, sql: &str, binds: &[Uuid]) -> Option<String>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let mut query = sqlx::query(sql);
+    for bind in binds {
+        query = query.bind(*bind);
+    }
+    let error = query.execute(executor).await.err()?;
+    Some(
+        error
+            .as_database_error()
+            .and_then(|e| e.code())
+            .unwrap_or_else(|| panic!("not a database error: {error}"))
+            .into_owned(),
+    )
+}
+
+/// A reservation written by hand for resource `$2`, outside the apply
+/// function: the triggers must hold for such rows too.
+const HAND_INSERT: &str = "INSERT INTO reservations (id, resource_id, user_id, starts_at, ends_at,
+         party_size, status, version, origin_node, created_at, updated_at)
+     VALUES ($1, $2, 'hand', now(), now() + interval '1 hour', 1, 'confirmed', 1, 'hand', now(), now())";
+
 /// A batch of new, distinct ids is stored by migration 0004's plain INSERT:
 /// its outcome, rejections and stamps are those of the general statement. An
 /// id that another transaction stores while the batch waits for it makes the
@@ -335,19 +379,10 @@ async fn new_rows_take_the_fast_path_and_a_racing_insert_makes_the_batch_retry()
     // way: the batch passes the probe, then waits on the uncommitted row.
     let (fresh, raced) = (booking(resource, 20, 21), booking(resource, 22, 23));
     let mut other = db.pool.begin().await.unwrap();
-    sqlx::query(
-        "INSERT INTO reservations (id, resource_id, user_id, starts_at, ends_at, party_size, status,
-             version, origin_node, created_at, updated_at)
-         VALUES ($1, $2, 'other', reservoir_instant($3), reservoir_instant($4), 1, 'confirmed', 1,
-                 'node-z', now(), now())",
-    )
-    .bind(raced.id)
-    .bind(resource)
-    .bind(raced.starts_at)
-    .bind(raced.ends_at)
-    .execute(&mut *other)
-    .await
-    .expect("insert by hand");
+    assert_eq!(
+        sqlstate(&mut *other, HAND_INSERT, &[raced.id, resource]).await,
+        None
+    );
     let batch = vec![fresh.clone(), raced.clone()];
     let racing = {
         let (postgres, batch) = (postgres.clone(), batch.clone());
@@ -380,51 +415,9 @@ async fn new_rows_take_the_fast_path_and_a_racing_insert_makes_the_batch_retry()
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(origins, ["node-x", "node-z"], "the stored version is kept");
+    assert_eq!(origins, ["node-x", "hand"], "the stored version is kept");
     db.cleanup().await;
 }
-
-/// Waits until a session of this test's database waits for a lock.
-async fn wait_for_a_lock_wait(db: &TestDatabase, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity
-             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-        )
-        .fetch_one(&db.pool)
-        .await
-        .unwrap();
-        if waiting > 0 {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never waited: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// The SQLSTATE a statement fails with, `None` if it succeeds.
-async fn sqlstate<'e, E>(executor: E, sql: &str, binds: &[Uuid]) -> Option<String>
-where
-    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
-{
-    let mut query = sqlx::query(sql);
-    for bind in binds {
-        query = query.bind(*bind);
-    }
-    let error = query.execute(executor).await.err()?;
-    Some(
-        error
-            .as_database_error()
-            .and_then(|e| e.code())
-            .unwrap_or_else(|| panic!("not a database error: {error}"))
-            .into_owned(),
-    )
-}
-
-const HAND_INSERT: &str = "INSERT INTO reservations (id, resource_id, user_id, starts_at, ends_at,
-         party_size, status, version, origin_node, created_at, updated_at)
-     VALUES ($1, $2, 'hand', now(), now() + interval '1 hour', 1, 'confirmed', 1, 'hand', now(), now())";
 
 /// Migration 0004 replaced the foreign key from reservations to resources
 /// with triggers that check it once per statement. The reference holds as
