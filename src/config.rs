@@ -44,6 +44,11 @@ pub struct Config {
     #[arg(long, env = "RESERVOIR_SYNC_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub sync_batch: u32,
 
+    /// PostgreSQL connections that apply one large batch together, each
+    /// taking the rows of its own share of the resources.
+    #[arg(long, env = "RESERVOIR_SYNC_LANES", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=i64::from(crate::sync::MAX_LANES)))]
+    pub sync_lanes: u32,
+
     /// How often the sync task looks for work even when no write woke it.
     #[arg(long, env = "RESERVOIR_SYNC_INTERVAL_MS", default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..))]
     pub sync_interval_ms: u64,
@@ -204,6 +209,7 @@ impl Config {
             read_connections: 4,
             postgres_url: None,
             sync_batch: 1000,
+            sync_lanes: 2,
             sync_interval_ms: 200,
             sync_backoff_min_ms: 100,
             sync_backoff_max_ms: 30_000,

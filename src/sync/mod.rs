@@ -49,10 +49,20 @@ use backoff::Backoff;
 /// Least time between the end of a caught-up drain and the next one.
 const LINGER: Duration = Duration::from_millis(20);
 
+/// Most lanes `RESERVOIR_SYNC_LANES` accepts (the PostgreSQL pool is sized
+/// for them).
+pub const MAX_LANES: u32 = 4;
+
+/// A batch with fewer rows than this goes in one call: under a steady stream
+/// of creates batches are small, and splitting them would only add calls.
+const LANE_MIN_ROWS: usize = 256;
+
 /// Settings of the sync task, from the configuration.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
     pub batch: u32,
+    /// Connections that apply one large batch together (see `Prepared`).
+    pub lanes: u32,
     pub interval: Duration,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
@@ -65,6 +75,7 @@ impl SyncSettings {
     pub fn from_config(config: &Config, node_id: String) -> SyncSettings {
         SyncSettings {
             batch: config.sync_batch,
+            lanes: config.sync_lanes,
             interval: Duration::from_millis(config.sync_interval_ms),
             backoff_min: Duration::from_millis(config.sync_backoff_min_ms),
             backoff_max: Duration::from_millis(config.sync_backoff_max_ms),
@@ -280,7 +291,8 @@ impl Syncer {
                 timed(started, self.record_outcome(unrecorded.take())),
             );
             tracing::debug!(
-                rows = batch.items.len(),
+                rows = batch.rows(),
+                lanes = batch.lanes.len(),
                 ?apply_time,
                 ?read_time,
                 ?record_time,
@@ -295,7 +307,7 @@ impl Syncer {
             stats.batches_sent.fetch_add(1, Ordering::Relaxed);
             stats
                 .rows_sent
-                .fetch_add(batch.items.len() as u64, Ordering::Relaxed);
+                .fetch_add(batch.rows() as u64, Ordering::Relaxed);
             stats
                 .conflicts
                 .fetch_add(report.rejected.len() as u64, Ordering::Relaxed);
@@ -332,6 +344,7 @@ impl Syncer {
             .map(|r| Item {
                 kind: EntityKind::Resource,
                 id: r.id,
+                resource_id: r.id,
                 version: r.version,
                 rejected_locally: false,
                 payload: Payload::Resource(payload::resource(r)),
@@ -340,24 +353,43 @@ impl Syncer {
         items.extend(batch.reservations.iter().map(|(r, request_hash)| Item {
             kind: EntityKind::Reservation,
             id: r.id,
+            resource_id: r.resource_id,
             version: r.version,
             rejected_locally: r.status == Status::Rejected,
             payload: Payload::Reservation(payload::reservation_row(r, request_hash)),
         }));
+        let lanes = if items.len() >= LANE_MIN_ROWS {
+            self.settings.lanes.max(1) as usize
+        } else {
+            1
+        };
         Ok(Prepared {
             upto_seq: batch.upto_seq,
             entries: batch.entries,
-            items,
+            lanes: split_by_resource(items, lanes),
         })
     }
 
-    /// Sends one prepared batch; the report says what to record locally.
+    /// Sends one prepared batch, its lanes at once; the report says what to
+    /// record locally. The batch succeeds only if every lane committed: if
+    /// one fails, the whole batch is sent again, and the lanes that had
+    /// committed change nothing the second time.
     async fn apply(&self, batch: &Prepared) -> Result<SyncReport, SyncError> {
+        let lanes = futures::future::join_all(batch.lanes.iter().map(|items| async move {
+            let mut report = SyncReport::default();
+            self.send(items, &mut report).await.map(|()| report)
+        }))
+        .await;
         let mut report = SyncReport {
             upto_seq: batch.upto_seq,
             ..SyncReport::default()
         };
-        self.send(&batch.items, &mut report).await?;
+        for lane in lanes {
+            let lane = lane?;
+            report.synced.extend(lane.synced);
+            report.rejected.extend(lane.rejected);
+            report.dead.extend(lane.dead);
+        }
         Ok(report)
     }
 
@@ -482,18 +514,60 @@ async fn timed<T>(started: Instant, step: impl Future<Output = T>) -> (T, Durati
 }
 
 /// One outbox batch, read and turned into the rows sent.
+///
+/// A large batch is split into lanes by resource, and each lane is applied
+/// in its own PostgreSQL transaction, all at once: one call keeps a single
+/// backend busy while the other core idles, and applying is what bounds a
+/// drain. Competing bookings stay first come, first served, because every
+/// row of a resource (and the resource itself) is in the same lane, in
+/// outbox order, and the lanes of the next batch start only once every lane
+/// of this one has committed. Lanes hold different resources' advisory
+/// locks, so they never wait for each other.
 struct Prepared {
     /// Outbox rows up to here are covered.
     upto_seq: i64,
     /// Outbox rows read (a full batch means there may be more).
     entries: usize,
-    items: Vec<Item>,
+    /// The rows to send, one list per lane, none empty.
+    lanes: Vec<Vec<Item>>,
+}
+
+impl Prepared {
+    fn rows(&self) -> usize {
+        self.lanes.iter().map(Vec::len).sum()
+    }
+}
+
+/// Deals `items` into `lanes` lists by resource, keeping their order within
+/// each list; empty lists are dropped.
+fn split_by_resource(items: Vec<Item>, lanes: usize) -> Vec<Vec<Item>> {
+    if lanes <= 1 {
+        return if items.is_empty() {
+            Vec::new()
+        } else {
+            vec![items]
+        };
+    }
+    let mut split: Vec<Vec<Item>> = (0..lanes)
+        .map(|_| Vec::with_capacity(items.len() / lanes + 1))
+        .collect();
+    for item in items {
+        // Both halves of the id: a UUIDv7 keeps its random bits at the low
+        // end, a hand-made id may vary only at the high end.
+        let bits = item.resource_id.as_u128();
+        let lane = (bits as u64 ^ (bits >> 64) as u64) % lanes as u64;
+        split[lane as usize].push(item);
+    }
+    split.retain(|lane| !lane.is_empty());
+    split
 }
 
 /// One entity of a batch, ready to send.
 struct Item {
     kind: EntityKind,
     id: Uuid,
+    /// The resource whose lane the item goes in: its own id for a resource.
+    resource_id: Uuid,
     version: i64,
     rejected_locally: bool,
     payload: Payload,
@@ -524,5 +598,91 @@ fn record(items: &[Item], applied: Vec<Applied>, report: &mut SyncReport) {
             }
         }
         report.synced.push((outcome.id, outcome.version));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(kind: EntityKind, resource_id: Uuid) -> Item {
+        Item {
+            kind,
+            id: Uuid::now_v7(),
+            resource_id,
+            version: 1,
+            rejected_locally: false,
+            payload: Payload::Resource(Value::Null),
+        }
+    }
+
+    #[test]
+    fn lanes_keep_each_resource_together_and_in_order() {
+        // Ids that differ only in their low half, and only in their high half.
+        let resources: Vec<Uuid> = (0..16u128)
+            .map(|k| Uuid::from_u128(if k % 2 == 0 { k } else { k << 64 }))
+            .collect();
+        let mut items = Vec::new();
+        for round in 0..5 {
+            for &resource in &resources {
+                let kind = if round == 0 {
+                    EntityKind::Resource
+                } else {
+                    EntityKind::Reservation
+                };
+                items.push(item(kind, resource));
+            }
+        }
+        let order: Vec<Uuid> = items.iter().map(|i| i.id).collect();
+        let lanes = split_by_resource(items, 2);
+
+        assert_eq!(lanes.len(), 2, "both lanes hold resources");
+        assert_eq!(lanes.iter().map(Vec::len).sum::<usize>(), order.len());
+        for resource in &resources {
+            let holding: Vec<_> = lanes
+                .iter()
+                .filter(|lane| lane.iter().any(|i| i.resource_id == *resource))
+                .collect();
+            assert_eq!(holding.len(), 1, "resource {resource} is in one lane");
+            let kinds: Vec<_> = holding[0]
+                .iter()
+                .filter(|i| i.resource_id == *resource)
+                .map(|i| i.kind)
+                .collect();
+            assert_eq!(kinds.len(), 5);
+            assert_eq!(kinds[0], EntityKind::Resource, "the resource comes first");
+        }
+        for lane in &lanes {
+            let positions: Vec<usize> = lane
+                .iter()
+                .map(|i| order.iter().position(|id| *id == i.id).unwrap())
+                .collect();
+            assert!(positions.is_sorted(), "a lane keeps outbox order");
+        }
+    }
+
+    #[test]
+    fn one_lane_or_no_rows_is_not_split() {
+        assert!(split_by_resource(Vec::new(), 2).is_empty());
+        let resource = Uuid::now_v7();
+        let lanes = split_by_resource(
+            (0..3)
+                .map(|_| item(EntityKind::Reservation, resource))
+                .collect(),
+            1,
+        );
+        assert_eq!(lanes.len(), 1);
+        assert_eq!(lanes[0].len(), 3);
+        let lanes = split_by_resource(
+            (0..3)
+                .map(|_| item(EntityKind::Reservation, resource))
+                .collect(),
+            4,
+        );
+        assert_eq!(
+            lanes.len(),
+            1,
+            "one resource, one lane; empty lanes dropped"
+        );
     }
 }

@@ -1128,6 +1128,102 @@ async fn a_poison_row_goes_to_the_dead_letters_without_blocking_the_rest() {
     assert!(pg_reservations(&db.pool).await.contains_key(&after));
 }
 
+/// A backlog large enough to be split into lanes: each resource, with all
+/// of its reservations, is stored by one PostgreSQL transaction, the lanes
+/// commit separately, and when one lane fails the batch is sent again
+/// without the lane that had committed being written a second time.
+#[tokio::test]
+async fn a_large_batch_is_applied_in_lanes_by_resource_and_a_failed_lane_is_sent_again() {
+    const RESOURCES: usize = 24;
+    const PER_RESOURCE: i64 = 12;
+    let db = test_database().await;
+    reservoir::store::postgres::Postgres::new(&db.url)
+        .expect("a PostgreSQL URL")
+        .migrate()
+        .await
+        .expect("migrate");
+    // The row noted `flaky` fails its first attempt as a serialization
+    // failure would; the sequence counts attempts across rollbacks.
+    sqlx::raw_sql(
+        "CREATE SEQUENCE flaky_attempts;
+         CREATE FUNCTION fail_once() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.notes = 'flaky' THEN
+                 IF nextval('flaky_attempts') = 1 THEN
+                     RAISE EXCEPTION 'a passing failure' USING ERRCODE = 'serialization_failure';
+                 END IF;
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER fail_once BEFORE INSERT ON reservations
+             FOR EACH ROW EXECUTE FUNCTION fail_once();",
+    )
+    .execute(&db.pool)
+    .await
+    .expect("add the failing trigger");
+
+    let proxy = TcpProxy::to_url(&db.url).await;
+    proxy.cut();
+    let url = proxy.url_for(&db.url);
+    let app = spawn_app_with(|config| {
+        sync_to(config, &url, "node-lanes");
+        config.sync_lanes = 2;
+    })
+    .await;
+    let mut items = Vec::new();
+    for _ in 0..RESOURCES {
+        let resource = app.new_resource(1).await;
+        items.extend((0..PER_RESOURCE).map(|i| in_hour(&resource, i)));
+    }
+    items[7] = with(items[7].clone(), "notes", json!("flaky"));
+    let reply = app
+        .post_json(
+            "/v1/reservations/batch",
+            &app.admin_token,
+            &json!({ "reservations": items }),
+        )
+        .await;
+    for result in reply.assert_status(200)["results"].as_array().unwrap() {
+        assert_eq!(result["status"], 201, "{result}");
+    }
+    let total = RESOURCES as i64 * PER_RESOURCE;
+
+    proxy.restore();
+    let status = wait_until_synced(&app).await;
+
+    assert_eq!(counter(&status, "dead_letters"), 0, "{status}");
+    let attempts: i64 = sqlx::query_scalar("SELECT last_value FROM flaky_attempts")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 2, "the flaky row is stored by its second attempt");
+    assert_eq!(pg_counts(&db.pool).await, (total, total));
+    let local = local_reservations(&app).await;
+    assert_eq!(local.len() as i64, total);
+    for (id, reservation) in &local {
+        assert_eq!(reservation["sync_state"], "synced", "{id}: {reservation}");
+    }
+    // Two lanes, two transactions: the retry did not rewrite the lane that
+    // had committed (a rewrite would stamp its rows with the retry's).
+    let transactions: i64 =
+        sqlx::query_scalar("SELECT count(DISTINCT change_txid) FROM reservations")
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(transactions, 2);
+    // Each resource and all of its reservations were stored together.
+    let split: Vec<(String,)> = sqlx::query_as(
+        "SELECT s.id::text FROM resources AS s JOIN reservations AS r ON r.resource_id = s.id
+         GROUP BY s.id, s.change_txid
+         HAVING count(DISTINCT r.change_txid) > 1 OR min(r.change_txid) <> s.change_txid",
+    )
+    .fetch_all(&db.pool)
+    .await
+    .unwrap();
+    assert!(split.is_empty(), "resources split across lanes: {split:?}");
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn the_service_starts_and_serves_while_postgres_is_down_and_migrates_later() {
     let mut postgres = ThrowawayPostgres::start().await;

@@ -60,8 +60,9 @@ impl Postgres {
             options.get_database().unwrap_or("")
         );
         let pool = PgPoolOptions::new()
-            // The sync task, the change feed, its LISTEN connection, health.
-            .max_connections(4)
+            // The sync task's lanes and its key sharing, the change feed,
+            // its LISTEN connection, health.
+            .max_connections(4 + crate::sync::MAX_LANES)
             .min_connections(0)
             .acquire_timeout(Duration::from_secs(5))
             .connect_lazy_with(options.options([("statement_timeout", "30s")]));
