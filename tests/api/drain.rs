@@ -49,7 +49,8 @@ fn booking(resource: Uuid, from: i64, to: i64) -> ReservationRow {
     }
 }
 
-async fn migrated() -> (TestDatabase, Postgres) {
+/// A fresh database holding the PostgreSQL schema.
+pub(crate) async fn migrated() -> (TestDatabase, Postgres) {
     let db = test_database().await;
     let postgres = Postgres::new(&db.url).expect("a PostgreSQL URL");
     postgres.migrate().await.expect("migrate");

@@ -158,6 +158,27 @@ async fn wait_until_synced(app: &TestApp) -> Value {
     wait_until_synced_at(&app.client, &app.address).await
 }
 
+/// Books `items` through the batch endpoint, each of which must succeed;
+/// their ids, in order.
+async fn book_all(app: &TestApp, items: Vec<Value>) -> Vec<String> {
+    let reply = app
+        .post_json(
+            "/v1/reservations/batch",
+            &app.admin_token,
+            &json!({ "reservations": items }),
+        )
+        .await;
+    reply.assert_status(200)["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|result| {
+            assert_eq!(result["status"], 201, "{result}");
+            id_of(&result["reservation"])
+        })
+        .collect()
+}
+
 fn counter(status: &Value, name: &str) -> u64 {
     status[name]
         .as_u64()
@@ -493,20 +514,7 @@ async fn ten_thousand_creates_reach_postgres_once_with_their_final_versions() {
     for _ in 0..20 {
         let resource = app.new_resource(2).await;
         let items: Vec<Value> = (0..500).map(|i| in_hour(&resource, i)).collect();
-        let reply = app
-            .post_json(
-                "/v1/reservations/batch",
-                &app.admin_token,
-                &json!({ "reservations": items }),
-            )
-            .await;
-        for result in reply.assert_status(200)["results"]
-            .as_array()
-            .expect("results")
-        {
-            assert_eq!(result["status"], 201, "{result}");
-            created.push(id_of(&result["reservation"]));
-        }
+        created.extend(book_all(&app, items).await);
     }
     assert_eq!(created.len(), 10_000);
 
@@ -1070,22 +1078,7 @@ async fn a_poison_row_goes_to_the_dead_letters_without_blocking_the_rest() {
             with(in_hour(&resource, i), "notes", json!(notes))
         })
         .collect();
-    let reply = app
-        .post_json(
-            "/v1/reservations/batch",
-            &app.admin_token,
-            &json!({ "reservations": items }),
-        )
-        .await;
-    let batch: Vec<String> = reply.assert_status(200)["results"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|result| {
-            assert_eq!(result["status"], 201, "{result}");
-            id_of(&result["reservation"])
-        })
-        .collect();
+    let batch = book_all(&app, items).await;
     let poison = batch[3].clone();
     let mut behind = Vec::new();
     for i in 10..12 {
@@ -1136,12 +1129,7 @@ async fn a_poison_row_goes_to_the_dead_letters_without_blocking_the_rest() {
 async fn a_large_batch_is_applied_in_lanes_by_resource_and_a_failed_lane_is_sent_again() {
     const RESOURCES: usize = 24;
     const PER_RESOURCE: i64 = 12;
-    let db = test_database().await;
-    reservoir::store::postgres::Postgres::new(&db.url)
-        .expect("a PostgreSQL URL")
-        .migrate()
-        .await
-        .expect("migrate");
+    let (db, _) = crate::drain::migrated().await;
     // The row noted `flaky` fails its first attempt as a serialization
     // failure would; the sequence counts attempts across rollbacks.
     sqlx::raw_sql(
@@ -1176,16 +1164,7 @@ async fn a_large_batch_is_applied_in_lanes_by_resource_and_a_failed_lane_is_sent
         items.extend((0..PER_RESOURCE).map(|i| in_hour(&resource, i)));
     }
     items[7] = with(items[7].clone(), "notes", json!("flaky"));
-    let reply = app
-        .post_json(
-            "/v1/reservations/batch",
-            &app.admin_token,
-            &json!({ "reservations": items }),
-        )
-        .await;
-    for result in reply.assert_status(200)["results"].as_array().unwrap() {
-        assert_eq!(result["status"], 201, "{result}");
-    }
+    book_all(&app, items).await;
     let total = RESOURCES as i64 * PER_RESOURCE;
 
     proxy.restore();
@@ -1526,12 +1505,7 @@ async fn an_acknowledged_row_is_updated_in_l1_and_nothing_unread_is_cached() {
 /// an id sent twice in one batch ends at its newest version.
 #[tokio::test]
 async fn one_batch_settles_competing_rows_in_order_and_never_overbooks() {
-    let db = test_database().await;
-    reservoir::store::postgres::Postgres::new(&db.url)
-        .expect("a PostgreSQL URL")
-        .migrate()
-        .await
-        .expect("migrate");
+    let (db, _) = crate::drain::migrated().await;
     let room = Uuid::new_v4();
     let micros = |hour: i64| (BASE_SECOND + 3600 * hour) * 1_000_000;
     let resources = json!([{
