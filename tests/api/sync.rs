@@ -1203,6 +1203,70 @@ async fn a_large_batch_is_applied_in_lanes_by_resource_and_a_failed_lane_is_sent
     db.cleanup().await;
 }
 
+/// Two nodes book the same slots, one of them while cut off from
+/// PostgreSQL; when it returns, its backlog goes in two lanes, and the
+/// rejections of both lanes come back to it.
+#[tokio::test]
+async fn rejections_from_every_lane_reach_the_node_that_lost() {
+    const RESOURCES: usize = 24;
+    const PER_RESOURCE: i64 = 12;
+    let db = test_database().await;
+    let proxy = TcpProxy::to_url(&db.url).await;
+    let a = spawn_syncing(&db.url, "node-a").await;
+    let url = proxy.url_for(&db.url);
+    let b = spawn_app_with(|config| {
+        sync_to(config, &url, "node-b");
+        config.sync_lanes = 2;
+    })
+    .await;
+    let mut items = Vec::new();
+    for _ in 0..RESOURCES {
+        let resource = Uuid::now_v7().to_string();
+        let body = json!({"id": resource, "name": "one seat", "capacity": 1});
+        a.create_resource(body.clone()).await;
+        b.create_resource(body).await;
+        items.extend((0..PER_RESOURCE).map(|i| in_hour(&resource, i)));
+    }
+    wait_until_synced(&b).await;
+    proxy.cut();
+    let won = book_all(&a, items.clone()).await;
+    wait_until_synced(&a).await;
+    let lost = book_all(&b, items).await;
+
+    proxy.restore();
+    let status = wait_until_synced(&b).await;
+
+    assert_eq!(counter(&status, "dead_letters"), 0, "{status}");
+    let pg = pg_reservations(&db.pool).await;
+    for id in &won {
+        assert_eq!((pg[id].status.as_str(), pg[id].version), ("confirmed", 1));
+    }
+    for id in &lost {
+        assert_eq!(
+            (pg[id].status.as_str(), pg[id].version),
+            ("rejected", 2),
+            "{id}"
+        );
+    }
+    let local = local_reservations(&b).await;
+    for id in &lost {
+        let row = &local[id];
+        assert_eq!(
+            (&row["status"], &row["sync_state"], &row["version"]),
+            (&json!("rejected"), &json!("conflict"), &json!(2)),
+            "{id}: {row}"
+        );
+    }
+    let transactions: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT change_txid) FROM reservations WHERE origin_node = 'node-b'",
+    )
+    .fetch_one(&db.pool)
+    .await
+    .unwrap();
+    assert_eq!(transactions, 2, "node-b's backlog went in two lanes");
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn the_service_starts_and_serves_while_postgres_is_down_and_migrates_later() {
     let mut postgres = ThrowawayPostgres::start().await;
