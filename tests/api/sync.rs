@@ -73,6 +73,25 @@ async fn spawn_syncing(url: &str, node: &str) -> TestApp {
     spawn_app_with(|config| sync_to(config, url, node)).await
 }
 
+/// [`spawn_syncing`] with large batches applied in `lanes` lanes.
+async fn spawn_in_lanes(url: &str, node: &str, lanes: u32) -> TestApp {
+    spawn_app_with(|config| {
+        sync_to(config, url, node);
+        config.sync_lanes = lanes;
+    })
+    .await
+}
+
+/// How many PostgreSQL transactions wrote the reservations `filter` picks.
+async fn writing_transactions(pool: &PgPool, filter: &str) -> i64 {
+    sqlx::query_scalar(&format!(
+        "SELECT count(DISTINCT change_txid) FROM reservations WHERE {filter}"
+    ))
+    .fetch_one(pool)
+    .await
+    .expect("count the writing transactions")
+}
+
 /// The same settings as flags of the binary; `overrides` replace the value
 /// of a flag (`("--shutdown-grace-ms", "2000")`) or add one.
 fn sync_args(url: &str, node: &str, overrides: &[(&str, &str)]) -> Vec<String> {
@@ -1152,12 +1171,7 @@ async fn a_large_batch_is_applied_in_lanes_by_resource_and_a_failed_lane_is_sent
 
     let proxy = TcpProxy::to_url(&db.url).await;
     proxy.cut();
-    let url = proxy.url_for(&db.url);
-    let app = spawn_app_with(|config| {
-        sync_to(config, &url, "node-lanes");
-        config.sync_lanes = 2;
-    })
-    .await;
+    let app = spawn_in_lanes(&proxy.url_for(&db.url), "node-lanes", 2).await;
     let mut items = Vec::new();
     for _ in 0..RESOURCES {
         let resource = app.new_resource(1).await;
@@ -1184,12 +1198,7 @@ async fn a_large_batch_is_applied_in_lanes_by_resource_and_a_failed_lane_is_sent
     }
     // Two lanes, two transactions: the retry did not rewrite the lane that
     // had committed (a rewrite would stamp its rows with the retry's).
-    let transactions: i64 =
-        sqlx::query_scalar("SELECT count(DISTINCT change_txid) FROM reservations")
-            .fetch_one(&db.pool)
-            .await
-            .unwrap();
-    assert_eq!(transactions, 2);
+    assert_eq!(writing_transactions(&db.pool, "true").await, 2);
     // Each resource and all of its reservations were stored together.
     let split: Vec<(String,)> = sqlx::query_as(
         "SELECT s.id::text FROM resources AS s JOIN reservations AS r ON r.resource_id = s.id
@@ -1213,12 +1222,7 @@ async fn rejections_from_every_lane_reach_the_node_that_lost() {
     let db = test_database().await;
     let proxy = TcpProxy::to_url(&db.url).await;
     let a = spawn_syncing(&db.url, "node-a").await;
-    let url = proxy.url_for(&db.url);
-    let b = spawn_app_with(|config| {
-        sync_to(config, &url, "node-b");
-        config.sync_lanes = 2;
-    })
-    .await;
+    let b = spawn_in_lanes(&proxy.url_for(&db.url), "node-b", 2).await;
     let mut items = Vec::new();
     for _ in 0..RESOURCES {
         let resource = Uuid::now_v7().to_string();
@@ -1257,13 +1261,11 @@ async fn rejections_from_every_lane_reach_the_node_that_lost() {
             "{id}: {row}"
         );
     }
-    let transactions: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT change_txid) FROM reservations WHERE origin_node = 'node-b'",
-    )
-    .fetch_one(&db.pool)
-    .await
-    .unwrap();
-    assert_eq!(transactions, 2, "node-b's backlog went in two lanes");
+    assert_eq!(
+        writing_transactions(&db.pool, "origin_node = 'node-b'").await,
+        2,
+        "node-b's backlog went in two lanes"
+    );
     db.cleanup().await;
 }
 
