@@ -359,7 +359,7 @@ impl Syncer {
             payload: Payload::Reservation(payload::reservation_row(r, request_hash)),
         }));
         let lanes = if items.len() >= LANE_MIN_ROWS {
-            self.settings.lanes.max(1) as usize
+            self.settings.lanes as usize
         } else {
             1
         };
@@ -538,16 +538,10 @@ impl Prepared {
     }
 }
 
-/// Deals `items` into `lanes` lists by resource, keeping their order within
-/// each list; empty lists are dropped.
+/// Deals `items` into `lanes` lists (at least one) by resource, keeping
+/// their order within each list; empty lists are dropped.
 fn split_by_resource(items: Vec<Item>, lanes: usize) -> Vec<Vec<Item>> {
-    if lanes <= 1 {
-        return if items.is_empty() {
-            Vec::new()
-        } else {
-            vec![items]
-        };
-    }
+    let lanes = lanes.max(1);
     let mut split: Vec<Vec<Item>> = (0..lanes)
         .map(|_| Vec::with_capacity(items.len() / lanes + 1))
         .collect();
