@@ -216,8 +216,14 @@ mod tests {
                 .await
                 .unwrap();
         assert_eq!(
-            rows.iter().map(|(_, s)| s.as_str()).collect::<Vec<_>>(),
-            ["confirmed", "cancelled", "rejected"]
+            rows.iter()
+                .map(|(id, status)| (id.as_str(), status.as_str()))
+                .collect::<Vec<_>>(),
+            [
+                ("confirmed", "confirmed"),
+                ("cancelled", "cancelled"),
+                ("rejected", "rejected")
+            ]
         );
         for bad in ["bogus", "Confirmed", ""] {
             let error = sqlx::query(insert)
@@ -239,7 +245,7 @@ mod tests {
             error.to_string().contains("CHECK constraint failed"),
             "{error}"
         );
-        // A connection opened afterwards reads the new definition.
+        // Statements compiled after the migration use the new definition.
         let program: Vec<(i64, String)> = query_as(&format!("EXPLAIN {insert}"))
             .fetch_all(&pool)
             .await
