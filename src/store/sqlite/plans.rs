@@ -4,7 +4,7 @@
 #[cfg(test)]
 mod tests {
     use jiff::Timestamp;
-    use sqlx::{SqlitePool, query_as};
+    use sqlx::{Connection, SqlitePool, query_as};
     use uuid::Uuid;
 
     use crate::{
@@ -179,7 +179,13 @@ mod tests {
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(dir.path().join("old.db"))
             .create_if_missing(true);
-        let pool = SqlitePool::connect_with(options).await.unwrap();
+        // One connection, as the service migrates with: a second one, opened
+        // before the migration, could EXPLAIN with the schema it had cached.
+        let pool = sqlx::sqlite::SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await
+            .unwrap();
         let mut before = sqlx::migrate!("./migrations/sqlite");
         let at = before
             .migrations
@@ -245,11 +251,17 @@ mod tests {
             error.to_string().contains("CHECK constraint failed"),
             "{error}"
         );
-        // Statements compiled after the migration use the new definition.
-        let program: Vec<(i64, String)> = query_as(&format!("EXPLAIN {insert}"))
-            .fetch_all(&pool)
+        // A connection opened afterwards, as the writer is, compiles the new
+        // definition.
+        pool.close().await;
+        let mut fresh = sqlx::SqliteConnection::connect_with(&options)
             .await
             .unwrap();
+        let program: Vec<(i64, String)> = query_as(&format!("EXPLAIN {insert}"))
+            .fetch_all(&mut fresh)
+            .await
+            .unwrap();
+        assert!(program.iter().any(|(_, op)| op == "Insert"));
         assert!(!program.iter().any(|(_, op)| op == "OpenEphemeral"));
     }
 
