@@ -1058,24 +1058,7 @@ async fn l1_is_bounded_in_bytes() {
             })
         })
         .collect();
-    let reply = app
-        .post_json(
-            "/v1/reservations/batch",
-            &app.admin_token,
-            &json!({"reservations": items}),
-        )
-        .await;
-    let results = reply.assert_status(200)["results"]
-        .as_array()
-        .unwrap()
-        .clone();
-    let ids: Vec<String> = results
-        .iter()
-        .map(|r| {
-            assert_eq!(r["status"], 201, "{r}");
-            id_of(&r["reservation"])
-        })
-        .collect();
+    let ids = app.book_all(items).await;
     let entries = count(&stats(&app).await, "l1", "entries");
     assert!(
         entries < 60,

@@ -260,6 +260,27 @@ impl TestApp {
         self.call(Method::POST, path, token, Some(body), &[]).await
     }
 
+    /// Books `items` through the batch endpoint as admin, each of which must
+    /// succeed; their ids, in order.
+    pub async fn book_all(&self, items: Vec<Value>) -> Vec<String> {
+        let reply = self
+            .post_json(
+                "/v1/reservations/batch",
+                &self.admin_token,
+                &json!({ "reservations": items }),
+            )
+            .await;
+        reply.assert_status(200)["results"]
+            .as_array()
+            .expect("results")
+            .iter()
+            .map(|result| {
+                assert_eq!(result["status"], 201, "{result}");
+                id_of(&result["reservation"])
+            })
+            .collect()
+    }
+
     pub async fn patch_json(&self, path: &str, token: &str, body: &Value) -> Reply {
         self.call(Method::PATCH, path, token, Some(body), &[]).await
     }

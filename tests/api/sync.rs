@@ -177,27 +177,6 @@ async fn wait_until_synced(app: &TestApp) -> Value {
     wait_until_synced_at(&app.client, &app.address).await
 }
 
-/// Books `items` through the batch endpoint, each of which must succeed;
-/// their ids, in order.
-async fn book_all(app: &TestApp, items: Vec<Value>) -> Vec<String> {
-    let reply = app
-        .post_json(
-            "/v1/reservations/batch",
-            &app.admin_token,
-            &json!({ "reservations": items }),
-        )
-        .await;
-    reply.assert_status(200)["results"]
-        .as_array()
-        .expect("results")
-        .iter()
-        .map(|result| {
-            assert_eq!(result["status"], 201, "{result}");
-            id_of(&result["reservation"])
-        })
-        .collect()
-}
-
 fn counter(status: &Value, name: &str) -> u64 {
     status[name]
         .as_u64()
@@ -533,7 +512,7 @@ async fn ten_thousand_creates_reach_postgres_once_with_their_final_versions() {
     for _ in 0..20 {
         let resource = app.new_resource(2).await;
         let items: Vec<Value> = (0..500).map(|i| in_hour(&resource, i)).collect();
-        created.extend(book_all(&app, items).await);
+        created.extend(app.book_all(items).await);
     }
     assert_eq!(created.len(), 10_000);
 
@@ -1097,7 +1076,7 @@ async fn a_poison_row_goes_to_the_dead_letters_without_blocking_the_rest() {
             with(in_hour(&resource, i), "notes", json!(notes))
         })
         .collect();
-    let batch = book_all(&app, items).await;
+    let batch = app.book_all(items).await;
     let poison = batch[3].clone();
     let mut behind = Vec::new();
     for i in 10..12 {
@@ -1178,7 +1157,7 @@ async fn a_large_batch_is_applied_in_lanes_by_resource_and_a_failed_lane_is_sent
         items.extend((0..PER_RESOURCE).map(|i| in_hour(&resource, i)));
     }
     items[7] = with(items[7].clone(), "notes", json!("flaky"));
-    book_all(&app, items).await;
+    app.book_all(items).await;
     let total = RESOURCES as i64 * PER_RESOURCE;
 
     proxy.restore();
@@ -1233,9 +1212,9 @@ async fn rejections_from_every_lane_reach_the_node_that_lost() {
     }
     wait_until_synced(&b).await;
     proxy.cut();
-    let won = book_all(&a, items.clone()).await;
+    let won = a.book_all(items.clone()).await;
     wait_until_synced(&a).await;
-    let lost = book_all(&b, items).await;
+    let lost = b.book_all(items).await;
 
     proxy.restore();
     let status = wait_until_synced(&b).await;
