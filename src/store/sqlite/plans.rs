@@ -11,9 +11,9 @@ mod tests {
         config::Config,
         domain::reservation::Status,
         store::sqlite::{
-            open,
+            DB_FILE, open,
             queries::HOLDS,
-            reads::{ReservationCursor, ReservationFilter, list_query},
+            reads::{OUTBOX_BATCH, ReservationCursor, ReservationFilter, list_query},
         },
     };
 
@@ -349,6 +349,70 @@ mod tests {
                     "ends_at is not read from {index}: {program:?}"
                 );
             }
+        }
+    }
+
+    /// The sync's outbox read looks each queued reservation up by id, also
+    /// under the statistics `PRAGMA optimize` stores at shutdown. With those
+    /// of a table of 1,000 or 60,000 rows (the 60,000 as stored after a
+    /// seeded run), SQLite chose to scan all of `reservations` for every
+    /// batch.
+    #[tokio::test]
+    async fn the_outbox_batch_looks_reservations_up_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::with_data_dir(dir.path());
+        let (_reads, _write) = open(&config).await.unwrap();
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join(DB_FILE));
+        let mut stats = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        sqlx::query("ANALYZE").execute(&mut stats).await.unwrap();
+        for rows in [None, Some(1_000), Some(60_000), Some(1_000_000)] {
+            sqlx::query("DELETE FROM sqlite_stat1 WHERE tbl = 'reservations'")
+                .execute(&mut stats)
+                .await
+                .unwrap();
+            if let Some(rows) = rows {
+                for (index, stat) in [
+                    ("sqlite_autoindex_reservations_1", format!("{rows} 1")),
+                    (
+                        "reservations_by_resource",
+                        format!("{rows} {} 1 1 1 1 1", rows / 1000),
+                    ),
+                    ("reservations_by_user", format!("{rows} 2001 667 1 1")),
+                    ("reservations_by_start", format!("{rows} 667 1 1")),
+                ] {
+                    sqlx::query(
+                        "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('reservations', ?1, ?2)",
+                    )
+                    .bind(index)
+                    .bind(stat)
+                    .execute(&mut stats)
+                    .await
+                    .unwrap();
+                }
+            }
+            // Statistics are read when a connection loads the schema.
+            let mut fresh = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .unwrap();
+            let plan: Vec<(i64, i64, i64, String)> =
+                query_as(&format!("EXPLAIN QUERY PLAN {}", *OUTBOX_BATCH))
+                    .bind(0i64)
+                    .bind(1000i64)
+                    .fetch_all(&mut fresh)
+                    .await
+                    .unwrap();
+            let plan = plan
+                .into_iter()
+                .map(|r| r.3)
+                .collect::<Vec<_>>()
+                .join(" / ");
+            assert!(
+                plan.contains("SEARCH r USING INDEX sqlite_autoindex_reservations_1 (id=?)")
+                    && !plan.contains("SCAN r"),
+                "with {rows:?} rows in the statistics: {plan}"
+            );
         }
     }
 }
