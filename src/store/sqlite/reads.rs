@@ -296,8 +296,23 @@ pub(crate) fn list_query<'a>(
     after: Option<&ReservationCursor>,
     limit: u32,
 ) -> QueryBuilder<'a, Sqlite> {
+    // The index is named, not left to the planner, whose choice follows the
+    // statistics `PRAGMA optimize` stores at shutdown and is close here. A
+    // page for a user of a table where one user holds nearly every row:
+    // with the statistics ANALYZE stored for such a table (60,000 rows) it
+    // used `reservations_by_user`; with slightly different ones (667 rather
+    // than 1,000 rows per start time) it walked `reservations_by_start` from
+    // the cursor and filtered by user, reading the rest of the table for a
+    // page of another user: 10.6 ms against 0.02 ms.
+    let index = if filter.resource_id.is_some() {
+        "reservations_by_resource"
+    } else if filter.user_id.is_some() {
+        "reservations_by_user"
+    } else {
+        "reservations_by_start"
+    };
     let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-        "{prefix}SELECT {RESERVATION_COLUMNS} FROM reservations WHERE 1=1"
+        "{prefix}SELECT {RESERVATION_COLUMNS} FROM reservations INDEXED BY {index} WHERE 1=1"
     ));
     if let Some(resource_id) = filter.resource_id {
         q.push(" AND resource_id = ")
