@@ -89,6 +89,71 @@ mod tests {
             .join(" / ")
     }
 
+    /// Every shape of filter a list can have, and the index it is built for.
+    fn list_cases() -> Vec<(ReservationFilter, &'static str)> {
+        let t: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
+        let resource = Some(Uuid::nil());
+        let user = || Some("alice".to_owned());
+        vec![
+            (ReservationFilter::default(), "reservations_by_start"),
+            (
+                ReservationFilter {
+                    from: Some(t),
+                    ..Default::default()
+                },
+                "reservations_by_start",
+            ),
+            (
+                ReservationFilter {
+                    from: Some(t),
+                    to: Some(t),
+                    ..Default::default()
+                },
+                "reservations_by_start",
+            ),
+            (
+                ReservationFilter {
+                    resource_id: resource,
+                    ..Default::default()
+                },
+                "reservations_by_resource",
+            ),
+            (
+                ReservationFilter {
+                    resource_id: resource,
+                    from: Some(t),
+                    ..Default::default()
+                },
+                "reservations_by_resource",
+            ),
+            (
+                ReservationFilter {
+                    resource_id: resource,
+                    status: Some(Status::Confirmed),
+                    from: Some(t),
+                    to: Some(t),
+                    ..Default::default()
+                },
+                "reservations_by_resource",
+            ),
+            (
+                ReservationFilter {
+                    user_id: user(),
+                    ..Default::default()
+                },
+                "reservations_by_user",
+            ),
+            (
+                ReservationFilter {
+                    user_id: user(),
+                    from: Some(t),
+                    ..Default::default()
+                },
+                "reservations_by_user",
+            ),
+        ]
+    }
+
     fn assert_indexed(plan: &str, index: &str) {
         assert!(
             plan.contains(&format!("USING INDEX {index}"))
@@ -141,55 +206,11 @@ mod tests {
     async fn every_list_filter_uses_an_ordered_index() {
         for shape in STATISTICS {
             let (_dir, pool) = pool(shape).await;
-            let t: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
             let cursor = ReservationCursor {
                 starts_at: 1,
                 id: Uuid::nil(),
             };
-            let cases = [
-                (ReservationFilter::default(), "reservations_by_start"),
-                (
-                    ReservationFilter {
-                        from: Some(t),
-                        to: Some(t),
-                        ..Default::default()
-                    },
-                    "reservations_by_start",
-                ),
-                (
-                    ReservationFilter {
-                        resource_id: Some(Uuid::nil()),
-                        ..Default::default()
-                    },
-                    "reservations_by_resource",
-                ),
-                (
-                    ReservationFilter {
-                        resource_id: Some(Uuid::nil()),
-                        status: Some(Status::Confirmed),
-                        from: Some(t),
-                        to: Some(t),
-                        ..Default::default()
-                    },
-                    "reservations_by_resource",
-                ),
-                (
-                    ReservationFilter {
-                        user_id: Some("alice".into()),
-                        ..Default::default()
-                    },
-                    "reservations_by_user",
-                ),
-                (
-                    ReservationFilter {
-                        user_id: Some("alice".into()),
-                        from: Some(t),
-                        ..Default::default()
-                    },
-                    "reservations_by_user",
-                ),
-            ];
-            for (filter, index) in &cases {
+            for (filter, index) in &list_cases() {
                 for after in [None, Some(&cursor)] {
                     let plan =
                         plan(&pool, list_query("EXPLAIN QUERY PLAN ", filter, after, 51)).await;
@@ -346,47 +367,14 @@ mod tests {
     async fn list_from_checks_ends_at_inside_the_index() {
         for shape in STATISTICS {
             let (_dir, pool) = pool(shape).await;
-            let t: Timestamp = "2030-01-01T00:00:00Z".parse().unwrap();
             let cursor = ReservationCursor {
                 starts_at: 1,
                 id: Uuid::nil(),
             };
-            let cases = [
-                (
-                    ReservationFilter {
-                        resource_id: Some(Uuid::nil()),
-                        from: Some(t),
-                        ..Default::default()
-                    },
-                    "reservations_by_resource",
-                ),
-                (
-                    ReservationFilter {
-                        resource_id: Some(Uuid::nil()),
-                        status: Some(Status::Confirmed),
-                        from: Some(t),
-                        to: Some(t),
-                        ..Default::default()
-                    },
-                    "reservations_by_resource",
-                ),
-                (
-                    ReservationFilter {
-                        user_id: Some("alice".into()),
-                        from: Some(t),
-                        ..Default::default()
-                    },
-                    "reservations_by_user",
-                ),
-                (
-                    ReservationFilter {
-                        from: Some(t),
-                        ..Default::default()
-                    },
-                    "reservations_by_start",
-                ),
-            ];
-            for (filter, index) in &cases {
+            let cases = list_cases();
+            // Only filters with `from` seek before it.
+            let cases = cases.iter().filter(|(filter, _)| filter.from.is_some());
+            for (filter, index) in cases {
                 let (root,): (i64,) =
                     query_as("SELECT rootpage FROM sqlite_schema WHERE name = ?1")
                         .bind(index)
