@@ -82,7 +82,11 @@ mod tests {
     }
 
     async fn plan(pool: &SqlitePool, mut q: sqlx::QueryBuilder<'_, sqlx::Sqlite>) -> String {
-        let rows: Vec<(i64, i64, i64, String)> = q.build_query_as().fetch_all(pool).await.unwrap();
+        details(q.build_query_as().fetch_all(pool).await.unwrap())
+    }
+
+    /// The steps of an `EXPLAIN QUERY PLAN`, in one line.
+    fn details(rows: Vec<(i64, i64, i64, String)>) -> String {
         rows.into_iter()
             .map(|r| r.3)
             .collect::<Vec<_>>()
@@ -176,7 +180,7 @@ mod tests {
     async fn holds_are_read_from_the_resource_index_alone() {
         for shape in STATISTICS {
             let (_dir, pool) = pool(shape).await;
-            let rows: Vec<(i64, i64, i64, String)> =
+            let plan = details(
                 query_as(&format!("EXPLAIN QUERY PLAN {HOLDS}"))
                     .bind(Uuid::nil().to_string())
                     .bind(0i64)
@@ -185,12 +189,8 @@ mod tests {
                     .bind(None::<String>)
                     .fetch_all(&pool)
                     .await
-                    .unwrap();
-            let plan = rows
-                .into_iter()
-                .map(|r| r.3)
-                .collect::<Vec<_>>()
-                .join(" / ");
+                    .unwrap(),
+            );
             // Covering (no table seek per hold), and bounded on both sides of
             // starts_at, not just on the resource.
             assert!(
@@ -416,18 +416,14 @@ mod tests {
     async fn the_outbox_batch_looks_reservations_up_by_id() {
         for shape in STATISTICS {
             let (_dir, pool) = pool(shape).await;
-            let plan: Vec<(i64, i64, i64, String)> =
+            let plan = details(
                 query_as(&format!("EXPLAIN QUERY PLAN {}", *OUTBOX_BATCH))
                     .bind(0i64)
                     .bind(1000i64)
                     .fetch_all(&pool)
                     .await
-                    .unwrap();
-            let plan = plan
-                .into_iter()
-                .map(|r| r.3)
-                .collect::<Vec<_>>()
-                .join(" / ");
+                    .unwrap(),
+            );
             assert!(
                 plan.contains("SEARCH r USING INDEX sqlite_autoindex_reservations_1 (id=?)")
                     && !plan.contains("SCAN r"),
