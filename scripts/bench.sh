@@ -95,6 +95,24 @@ load sync_off create 2
 stop_server
 drop_db reservoir_bench_sync
 
+# 2b. Sync on after a restart: a node that stored 60,000 rows and shut down
+#     has the statistics PRAGMA optimize keeps, with which SQLite once
+#     planned the outbox read as a full scan (BENCHMARKS.md, 2026-12-01
+#     15:08 UTC). Restarted with PostgreSQL, it drains its backlog, then
+#     takes the same creates as step 2.
+start "$WORK/restart"
+"$BIN/loadgen" seed --target $TARGET --token $TOKEN --reservations 60000 \
+    --resources 1000 >"$OUT/restart_seed.txt" 2>&1
+stop_server
+fresh_db reservoir_bench_sync
+start "$WORK/restart" RESERVOIR_POSTGRES_URL="$PG/reservoir_bench_sync"
+echo "== restart_drain" >&2
+"$BIN/loadgen" drain --target $TARGET --token $TOKEN --timeout 600s \
+    --server-pid "$SERVER" >"$OUT/restart_drain.txt" 2>&1
+load restart_sync_on create 2 --watch-sync
+stop_server
+drop_db reservoir_bench_sync
+
 # 3. synchronous=full.
 start "$WORK/full" RESERVOIR_SQLITE_SYNCHRONOUS=full
 load full create 2
