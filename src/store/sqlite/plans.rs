@@ -1,5 +1,8 @@
 //! Query-plan checks: every hot query must be answered from an index, never a
 //! full table scan, so latency stays flat as the table grows to millions.
+//! SQLite plans from the statistics `PRAGMA optimize` stored at the last
+//! shutdown, so a plan can change after a restart: each check runs with no
+//! statistics and with several sets of them.
 
 #[cfg(test)]
 mod tests {
