@@ -63,6 +63,28 @@ load() {
         --server-pid "$SERVER" "$@" >"$OUT/$name.txt" 2>&1
 }
 
+# seed_and_drain PREFIX DATA_DIR ROWS DB: seed ROWS reservations into a
+# node without PostgreSQL and stop it (it stores its SQLite statistics on the
+# way out), then restart it with the fresh database DB and wait until its
+# backlog has drained. Leaves that server running. Output: PREFIXseed.txt,
+# PREFIXdrain.txt.
+seed_and_drain() {
+    local prefix=$1 data=$2 rows=$3 db=$4
+    start "$data"
+    echo "== ${prefix}seed" >&2
+    "$BIN/loadgen" seed --target $TARGET --token $TOKEN --reservations "$rows" \
+        --resources 1000 --server-pid "$SERVER" >"$OUT/${prefix}seed.txt" 2>&1
+    stop_server
+    fresh_db "$db"
+    start "$data" RESERVOIR_POSTGRES_URL="$PG/$db"
+    echo "== ${prefix}drain" >&2
+    "$BIN/loadgen" drain --target $TARGET --token $TOKEN --timeout 600s \
+        --server-pid "$SERVER" >"$OUT/${prefix}drain.txt" 2>&1
+    # The node's CPU over its whole life (start-up backfill included).
+    awk '{printf "node CPU %.2f s (user + system)\n", ($14 + $15) / 100}' \
+        "/proc/$SERVER/stat" >>"$OUT/${prefix}drain.txt"
+}
+
 drop_db() {
     dropdb --maintenance-db="$PG/postgres" --if-exists "$1"
 }
@@ -100,15 +122,7 @@ drop_db reservoir_bench_sync
 #     planned the outbox read as a full scan (BENCHMARKS.md, 2026-12-01
 #     15:08 UTC). Restarted with PostgreSQL, it drains its backlog, then
 #     takes the same creates as step 2.
-start "$WORK/restart"
-"$BIN/loadgen" seed --target $TARGET --token $TOKEN --reservations 60000 \
-    --resources 1000 >"$OUT/restart_seed.txt" 2>&1
-stop_server
-fresh_db reservoir_bench_sync
-start "$WORK/restart" RESERVOIR_POSTGRES_URL="$PG/reservoir_bench_sync"
-echo "== restart_drain" >&2
-"$BIN/loadgen" drain --target $TARGET --token $TOKEN --timeout 600s \
-    --server-pid "$SERVER" >"$OUT/restart_drain.txt" 2>&1
+seed_and_drain restart_ "$WORK/restart" 60000 reservoir_bench_sync
 load restart_sync_on create 2 --watch-sync
 stop_server
 drop_db reservoir_bench_sync
@@ -120,19 +134,7 @@ stop_server
 
 # 4. ROWS stored: seed, drain that backlog into PostgreSQL, then the
 #    scenarios on the stored data (one round each).
-start "$WORK/stored"
-echo "== seed" >&2
-"$BIN/loadgen" seed --target $TARGET --token $TOKEN --reservations "$ROWS" \
-    --resources 1000 --server-pid "$SERVER" >"$OUT/seed.txt" 2>&1
-stop_server
-fresh_db reservoir_bench_drain
-start "$WORK/stored" RESERVOIR_POSTGRES_URL="$PG/reservoir_bench_drain"
-echo "== drain" >&2
-"$BIN/loadgen" drain --target $TARGET --token $TOKEN --timeout 600s \
-    --server-pid "$SERVER" >"$OUT/drain.txt" 2>&1
-# The node's CPU over its whole life (start-up backfill included).
-awk '{printf "node CPU %.2f s (user + system)\n", ($14 + $15) / 100}' \
-    "/proc/$SERVER/stat" >>"$OUT/drain.txt"
+seed_and_drain "" "$WORK/stored" "$ROWS" reservoir_bench_drain
 stop_server
 drop_db reservoir_bench_drain
 start "$WORK/stored"
