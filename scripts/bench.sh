@@ -64,8 +64,7 @@ load() {
 }
 
 # seed_and_drain PREFIX DATA_DIR ROWS DB: seed ROWS reservations into a
-# node without PostgreSQL and stop it (it stores its SQLite statistics on the
-# way out), then restart it with the fresh database DB and wait until its
+# node without PostgreSQL and stop it, then restart it with the fresh database DB and wait until its
 # backlog has drained. Leaves that server running. Output: PREFIXseed.txt,
 # PREFIXdrain.txt.
 seed_and_drain() {
@@ -117,11 +116,11 @@ load sync_off create 2
 stop_server
 drop_db reservoir_bench_sync
 
-# 2b. Sync on after a restart: a node that stored 60,000 rows and shut down
-#     has the statistics PRAGMA optimize keeps, with which SQLite once
-#     planned the outbox read as a full scan (BENCHMARKS.md, 2026-12-01
-#     15:08 UTC). Restarted with PostgreSQL, it drains its backlog, then
-#     takes the same creates as step 2.
+# 2b. Sync on after a restart: a node that stored 60,000 rows and shut down.
+#     Versions that kept SQLite's planner statistics planned the outbox read
+#     as a full scan here (BENCHMARKS.md, 2026-12-01 15:08 UTC). Restarted
+#     with PostgreSQL, it drains its backlog, then takes the same creates as
+#     step 2.
 seed_and_drain restart_ "$WORK/restart" 60000 reservoir_bench_sync
 load restart_sync_on create 2 --watch-sync
 stop_server

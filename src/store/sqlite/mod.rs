@@ -60,6 +60,9 @@ pub async fn open(config: &Config) -> anyhow::Result<(Reads, rusqlite::Connectio
         .run(&migrations)
         .await
         .context("cannot apply SQLite migrations")?;
+    forget_planner_statistics(&migrations)
+        .await
+        .context("cannot drop SQLite's planner statistics")?;
     migrations.close().await;
     let write = open_writer(&path, config.sqlite_synchronous)
         .with_context(|| format!("cannot open {} for writing", path.display()))?;
@@ -71,6 +74,31 @@ pub async fn open(config: &Config) -> anyhow::Result<(Reads, rusqlite::Connectio
         .await
         .context("cannot open the read pool")?;
     Ok((Reads::new(pool), write))
+}
+
+/// Drops the statistics `ANALYZE` stores for SQLite's query planner, so it
+/// plans every statement as it does on a new database, where each plan is
+/// checked (`plans.rs`) and measured (BENCHMARKS.md).
+///
+/// Why not keep statistics: every hot statement is built around one index,
+/// and SQLite's defaults assume large tables, which is when the choice
+/// matters. Statistics only ever changed plans for the worse here, and they
+/// describe the table as it was when last analyzed: versions up to
+/// 2026-12-01 ran `PRAGMA optimize` at shutdown, which re-analyzes a table
+/// only once it has grown tenfold, so a node stopped with 20 reservations
+/// kept planning from 20 rows, until its next shutdown, while it stored
+/// hundreds of thousands. The sync's acknowledgement then scanned the whole
+/// table on the writer thread for every batch, and sync-on creates fell
+/// from about 15,000 to 1,100-1,900 per second (BENCHMARKS.md, 2026-12-01
+/// 16:22 UTC). Runs before the service's
+/// own connections open: a connection reads the statistics when it loads
+/// the schema and keeps them even after the tables are dropped.
+async fn forget_planner_statistics(pool: &sqlx::SqlitePool) -> sqlx::Result<()> {
+    // The tables exist only once ANALYZE ran; dropping them is allowed.
+    sqlx::raw_sql("DROP TABLE IF EXISTS sqlite_stat1; DROP TABLE IF EXISTS sqlite_stat4;")
+        .execute(pool)
+        .await?;
+    Ok(())
 }
 
 /// The writer's connection, set up like the pool's (WAL, busy timeout) plus a

@@ -1,8 +1,7 @@
 //! Query-plan checks: every hot query must be answered from an index, never a
 //! full table scan, so latency stays flat as the table grows to millions.
-//! SQLite plans from the statistics `PRAGMA optimize` stored at the last
-//! shutdown, so a plan can change after a restart: each check runs with no
-//! statistics and with several sets of them.
+//! The service keeps no planner statistics (`forget_planner_statistics` in
+//! `sqlite/mod.rs`), so these plans, made without any, are the ones it runs.
 
 #[cfg(test)]
 mod tests {
@@ -14,74 +13,18 @@ mod tests {
         config::Config,
         domain::reservation::Status,
         store::sqlite::{
-            DB_FILE, open,
+            open,
             queries::HOLDS,
             reads::{OUTBOX_BATCH, ReservationCursor, ReservationFilter, list_query},
+            writer::{ACK_SYNCED, LOCAL_VERSIONS},
         },
     };
 
-    /// What the planner may know of `reservations`: nothing (a new
-    /// database), or the statistics `PRAGMA optimize` stores at shutdown for
-    /// a table of `rows` rows held by `users` users (one user: a single key
-    /// booking for nearly everything, as a front desk does). Plans must not
-    /// depend on which.
-    const STATISTICS: [Option<(u64, u64)>; 5] = [
-        None,
-        Some((1_000, 1)),
-        Some((60_000, 1)),
-        Some((60_000, 30)),
-        Some((1_000_000, 30)),
-    ];
-
-    async fn set_statistics(conn: &mut sqlx::SqliteConnection, shape: Option<(u64, u64)>) {
-        sqlx::query("ANALYZE").execute(&mut *conn).await.unwrap();
-        sqlx::query("DELETE FROM sqlite_stat1 WHERE tbl = 'reservations'")
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        let Some((rows, users)) = shape else { return };
-        let per_user = rows / users;
-        for (index, stat) in [
-            ("sqlite_autoindex_reservations_1", format!("{rows} 1")),
-            (
-                "reservations_by_resource",
-                format!("{rows} {} 1 1 1 1 1", (rows / 1000).max(1)),
-            ),
-            (
-                "reservations_by_user",
-                format!("{rows} {per_user} {} 1 1", per_user.min(667)),
-            ),
-            ("reservations_by_start", format!("{rows} 667 1 1")),
-        ] {
-            sqlx::query(
-                "INSERT INTO sqlite_stat1 (tbl, idx, stat) VALUES ('reservations', ?1, ?2)",
-            )
-            .bind(index)
-            .bind(stat)
-            .execute(&mut *conn)
-            .await
-            .unwrap();
-        }
-    }
-
-    /// A migrated database with these statistics, and a pool whose
-    /// connections were opened after them (statistics are read when a
-    /// connection loads the schema).
-    async fn pool(shape: Option<(u64, u64)>) -> (tempfile::TempDir, SqlitePool) {
+    /// A migrated database, its read pool and the writer's connection.
+    async fn database() -> (tempfile::TempDir, SqlitePool, rusqlite::Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let (_reads, _write) = open(&Config::with_data_dir(dir.path())).await.unwrap();
-        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(dir.path().join(DB_FILE));
-        let mut conn = sqlx::SqliteConnection::connect_with(&options)
-            .await
-            .unwrap();
-        set_statistics(&mut conn, shape).await;
-        conn.close().await.unwrap();
-        let pool = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options)
-            .await
-            .unwrap();
-        (dir, pool)
+        let (reads, write) = open(&Config::with_data_dir(dir.path())).await.unwrap();
+        (dir, reads.pool().clone(), write)
     }
 
     async fn plan(pool: &SqlitePool, mut q: sqlx::QueryBuilder<'_, sqlx::Sqlite>) -> String {
@@ -181,45 +124,39 @@ mod tests {
 
     #[tokio::test]
     async fn holds_are_read_from_the_resource_index_alone() {
-        for shape in STATISTICS {
-            let (_dir, pool) = pool(shape).await;
-            let plan = details(
-                query_as(&format!("EXPLAIN QUERY PLAN {HOLDS}"))
-                    .bind(Uuid::nil().to_string())
-                    .bind(0i64)
-                    .bind(1i64)
-                    .bind(1i64)
-                    .bind(None::<String>)
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap(),
-            );
-            // Covering (no table seek per hold), and bounded on both sides of
-            // starts_at, not just on the resource.
-            assert!(
-                plan.contains(
-                    "USING COVERING INDEX reservations_by_resource (resource_id=? AND starts_at>? AND starts_at<?)"
-                ),
-                "statistics {shape:?}: {plan}"
-            );
-        }
+        let (_dir, pool, _write) = database().await;
+        let plan = details(
+            query_as(&format!("EXPLAIN QUERY PLAN {HOLDS}"))
+                .bind(Uuid::nil().to_string())
+                .bind(0i64)
+                .bind(1i64)
+                .bind(1i64)
+                .bind(None::<String>)
+                .fetch_all(&pool)
+                .await
+                .unwrap(),
+        );
+        // Covering (no table seek per hold), and bounded on both sides of
+        // starts_at, not just on the resource.
+        assert!(
+            plan.contains(
+                "USING COVERING INDEX reservations_by_resource (resource_id=? AND starts_at>? AND starts_at<?)"
+            ),
+            "{plan}"
+        );
     }
 
     #[tokio::test]
     async fn every_list_filter_uses_an_ordered_index() {
-        for shape in STATISTICS {
-            let (_dir, pool) = pool(shape).await;
-            let cursor = ReservationCursor {
-                starts_at: 1,
-                id: Uuid::nil(),
-            };
-            for (filter, index) in &list_cases() {
-                for after in [None, Some(&cursor)] {
-                    let plan =
-                        plan(&pool, list_query("EXPLAIN QUERY PLAN ", filter, after, 51)).await;
-                    // The statistics lead the text the assertions print.
-                    assert_indexed(&format!("statistics {shape:?}: {plan}"), index);
-                }
+        let (_dir, pool, _write) = database().await;
+        let cursor = ReservationCursor {
+            starts_at: 1,
+            id: Uuid::nil(),
+        };
+        for (filter, index) in &list_cases() {
+            for after in [None, Some(&cursor)] {
+                let plan = plan(&pool, list_query("EXPLAIN QUERY PLAN ", filter, after, 51)).await;
+                assert_indexed(&plan, index);
             }
         }
     }
@@ -368,70 +305,130 @@ mod tests {
     /// 500 for a page of 51.
     #[tokio::test]
     async fn list_from_checks_ends_at_inside_the_index() {
-        for shape in STATISTICS {
-            let (_dir, pool) = pool(shape).await;
-            let cursor = ReservationCursor {
-                starts_at: 1,
-                id: Uuid::nil(),
-            };
-            let cases = list_cases();
-            // Only filters with `from` seek before it.
-            let cases = cases.iter().filter(|(filter, _)| filter.from.is_some());
-            for (filter, index) in cases {
-                let (root,): (i64,) =
-                    query_as("SELECT rootpage FROM sqlite_schema WHERE name = ?1")
-                        .bind(index)
-                        .fetch_one(&pool)
-                        .await
-                        .unwrap();
-                let (ends_at,): (i64,) =
-                    query_as("SELECT seqno FROM pragma_index_info(?1) WHERE name = 'ends_at'")
-                        .bind(index)
-                        .fetch_one(&pool)
-                        .await
-                        .unwrap_or_else(|e| panic!("{index} has no ends_at column: {e}"));
-                for after in [None, Some(&cursor)] {
-                    let program = program(&pool, list_query("EXPLAIN ", filter, after, 51)).await;
-                    let cursor_of_index = program
-                        .iter()
-                        .find(|(op, _, p2)| op == "OpenRead" && *p2 == root)
-                        .map(|(_, p1, _)| *p1)
-                        .unwrap_or_else(|| {
-                            panic!("{index} is not opened ({shape:?}): {program:?}")
-                        });
-                    assert!(
-                        program.iter().any(|(op, p1, p2)| op == "Column"
-                            && *p1 == cursor_of_index
-                            && *p2 == ends_at),
-                        "ends_at is not read from {index} ({shape:?}): {program:?}"
-                    );
-                }
+        let (_dir, pool, _write) = database().await;
+        let cursor = ReservationCursor {
+            starts_at: 1,
+            id: Uuid::nil(),
+        };
+        let cases = list_cases();
+        // Only filters with `from` seek before it.
+        let cases = cases.iter().filter(|(filter, _)| filter.from.is_some());
+        for (filter, index) in cases {
+            let (root,): (i64,) = query_as("SELECT rootpage FROM sqlite_schema WHERE name = ?1")
+                .bind(index)
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+            let (ends_at,): (i64,) =
+                query_as("SELECT seqno FROM pragma_index_info(?1) WHERE name = 'ends_at'")
+                    .bind(index)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or_else(|e| panic!("{index} has no ends_at column: {e}"));
+            for after in [None, Some(&cursor)] {
+                let program = program(&pool, list_query("EXPLAIN ", filter, after, 51)).await;
+                let cursor_of_index = program
+                    .iter()
+                    .find(|(op, _, p2)| op == "OpenRead" && *p2 == root)
+                    .map(|(_, p1, _)| *p1)
+                    .unwrap_or_else(|| panic!("{index} is not opened: {program:?}"));
+                assert!(
+                    program.iter().any(|(op, p1, p2)| op == "Column"
+                        && *p1 == cursor_of_index
+                        && *p2 == ends_at),
+                    "ends_at is not read from {index}: {program:?}"
+                );
             }
         }
     }
 
-    /// The sync's outbox read looks each queued reservation up by id, also
-    /// under the statistics `PRAGMA optimize` stores at shutdown. With those
-    /// of a table of 1,000 or 60,000 rows (the 60,000 as stored after a
-    /// seeded run), SQLite chose to scan all of `reservations` for every
-    /// batch.
+    /// The sync's outbox read looks each queued reservation up by id. Under
+    /// the statistics of a table of 1,000 to 60,000 rows (which the service
+    /// kept until 2026-12-01), SQLite chose to scan all of `reservations`
+    /// for every batch.
     #[tokio::test]
     async fn the_outbox_batch_looks_reservations_up_by_id() {
-        for shape in STATISTICS {
-            let (_dir, pool) = pool(shape).await;
-            let plan = details(
-                query_as(&format!("EXPLAIN QUERY PLAN {}", *OUTBOX_BATCH))
-                    .bind(0i64)
-                    .bind(1000i64)
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap(),
-            );
+        let (_dir, pool, _write) = database().await;
+        let plan = details(
+            query_as(&format!("EXPLAIN QUERY PLAN {}", *OUTBOX_BATCH))
+                .bind(0i64)
+                .bind(1000i64)
+                .fetch_all(&pool)
+                .await
+                .unwrap(),
+        );
+        assert!(
+            plan.contains("SEARCH r USING INDEX sqlite_autoindex_reservations_1 (id=?)")
+                && !plan.contains("SCAN r"),
+            "{plan}"
+        );
+    }
+
+    /// The writer's plan of `sql`, whose one parameter is a JSON array.
+    fn writer_plan(write: &rusqlite::Connection, sql: &str) -> String {
+        let mut explain = write.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let rows = explain
+            .query_map(["[]"], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+            })
+            .unwrap()
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .unwrap();
+        details(rows)
+    }
+
+    /// The writer's statements that join a JSON list of ids to
+    /// `reservations` look each id up, rather than scan the table and
+    /// search the list for every row: under the statistics of a table
+    /// analyzed while it held a few dozen rows, both scanned.
+    fn assert_lookups_by_id(write: &rusqlite::Connection) {
+        for sql in [ACK_SYNCED, LOCAL_VERSIONS] {
+            let plan = writer_plan(write, sql);
             assert!(
-                plan.contains("SEARCH r USING INDEX sqlite_autoindex_reservations_1 (id=?)")
-                    && !plan.contains("SCAN r"),
-                "with the statistics of {shape:?} (rows, users): {plan}"
+                plan.contains(
+                    "SEARCH reservations USING INDEX sqlite_autoindex_reservations_1 (id=?)"
+                ) && !plan.contains("SCAN reservations"),
+                "{sql}: {plan}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn the_writers_lookups_of_many_ids_search_by_id() {
+        let (_dir, _pool, write) = database().await;
+        assert_lookups_by_id(&write);
+    }
+
+    /// Statistics that an earlier version (or an operator's `ANALYZE`)
+    /// stored are dropped when the database is opened, before any
+    /// connection of the service has read them: a connection keeps what it
+    /// read when it loaded the schema, even after the tables are dropped.
+    #[tokio::test]
+    async fn statistics_stored_earlier_are_dropped_at_open() {
+        let (dir, pool, write) = database().await;
+        write
+            .execute_batch(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 20) \
+                 INSERT INTO reservations (id, resource_id, user_id, starts_at, ends_at, party_size, \
+                 status, version, sync_state, request_hash, created_at, updated_at) \
+                 SELECT 'id-' || i, 'r', 'u', i, i + 1, 1, 'confirmed', 1, 'local', 'h', 1, 1 FROM n; \
+                 ANALYZE;",
+            )
+            .unwrap();
+        let stored = |conn: &rusqlite::Connection| -> i64 {
+            conn.query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE name LIKE 'sqlite_stat%'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap()
+        };
+        assert!(stored(&write) > 0, "ANALYZE stored nothing");
+        drop(write);
+        pool.close().await;
+
+        let (_reads, write) = open(&Config::with_data_dir(dir.path())).await.unwrap();
+        assert_eq!(stored(&write), 0, "statistics survived the open");
+        assert_lookups_by_id(&write);
     }
 }

@@ -153,13 +153,12 @@ pub struct OutboxStats {
 ///
 /// `CROSS JOIN` fixes the join order: the batch's distinct ids outside, each
 /// looked up in `reservations` by primary key. Left to choose, SQLite's
-/// planner, which has no statistics for a materialized CTE, went wrong once
-/// `PRAGMA optimize` (run at shutdown) had stored statistics for
-/// `reservations` showing from 1,000 up to 60,000 rows (not with none, nor
-/// with 100,000 or more): it scanned the whole table and probed an automatic
-/// index on the batch. After a restart every batch then read every stored reservation:
-/// 25 ms per 1,000 outbox rows with 60,000 stored, against 4 ms. `plans.rs`
-/// checks the plan under such statistics.
+/// planner, which has no statistics for a materialized CTE, went wrong when
+/// versions up to 2026-12-01 had stored statistics for `reservations` at
+/// shutdown showing from 1,000 up to 60,000 rows: it scanned the whole table
+/// and probed an automatic index on the batch, 25 ms per 1,000 outbox rows
+/// with 60,000 stored, against 4 ms. The service keeps no statistics now
+/// (`forget_planner_statistics`); the fixed order stays as a second guard.
 pub(crate) static OUTBOX_BATCH: LazyLock<String> = LazyLock::new(|| {
     format!(
         "WITH batch AS MATERIALIZED ( \
@@ -296,9 +295,10 @@ pub(crate) fn list_query<'a>(
     after: Option<&ReservationCursor>,
     limit: u32,
 ) -> QueryBuilder<'a, Sqlite> {
-    // The index is named, not left to the planner, whose choice follows the
-    // statistics `PRAGMA optimize` stores at shutdown and is close here. A
-    // page for a user of a table where one user holds nearly every row:
+    // The index is named, not left to the planner, whose choice followed the
+    // statistics versions up to 2026-12-01 stored at shutdown (the service
+    // keeps none now) and was close here. A page for a user of a table where
+    // one user holds nearly every row:
     // with the statistics ANALYZE stored for such a table (60,000 rows) it
     // used `reservations_by_user`; with slightly different ones (667 rather
     // than 1,000 rows per start time) it walked `reservations_by_start` from

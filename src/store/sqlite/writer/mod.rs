@@ -65,6 +65,8 @@ mod reservations;
 mod resources;
 mod sync;
 
+#[cfg(test)]
+pub(super) use sync::{ACK_SYNCED, LOCAL_VERSIONS};
 pub use sync::{DeadLetter, EntityKind, FEED_CURSOR, Rejection, SyncReport};
 
 /// Most jobs committed in one transaction.
@@ -496,9 +498,6 @@ impl WriterTask {
             }
         }
         drop(checkpointer);
-        if let Err(error) = self.conn.execute_batch("PRAGMA optimize") {
-            tracing::debug!(%error, "PRAGMA optimize failed");
-        }
         if let Err((_, error)) = self.conn.close() {
             tracing::warn!(%error, "closing the SQLite write connection failed");
         }

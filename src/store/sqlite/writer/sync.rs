@@ -20,6 +20,19 @@ use crate::{
     },
 };
 
+/// Marks the reservations PostgreSQL acknowledged as synced; `?1` is a JSON
+/// array of `[id, version]`. Only rows still at the version sent: a newer
+/// local change is still pending (and queued behind this batch).
+pub(in crate::store::sqlite) const ACK_SYNCED: &str = "UPDATE reservations SET sync_state = 'synced' FROM json_each(?1) AS j \
+     WHERE reservations.id = j.value ->> 0 AND reservations.version <= j.value ->> 1 \
+       AND reservations.sync_state = 'pending' \
+     RETURNING reservations.id, reservations.version, reservations.resource_id, reservations.user_id";
+
+/// The local version and span of the reservations named in `?1` (a JSON
+/// array of ids), to compare with what other nodes wrote.
+pub(in crate::store::sqlite) const LOCAL_VERSIONS: &str = "SELECT id, version, starts_at, ends_at FROM reservations \
+     WHERE id IN (SELECT value FROM json_each(?1))";
+
 /// What kind of row an outbox entry names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntityKind {
@@ -138,16 +151,9 @@ impl WriterTask {
                 .iter()
                 .map(|(id, version)| json!([id.hyphenated().to_string(), version]))
                 .collect();
-            // Only rows still at the version sent: a newer local change is
-            // still pending (and queued behind this batch).
             let updated: Vec<(String, i64, String, String)> = self
                 .conn
-                .prepare_cached(
-                    "UPDATE reservations SET sync_state = 'synced' FROM json_each(?1) AS j \
-                     WHERE reservations.id = j.value ->> 0 AND reservations.version <= j.value ->> 1 \
-                       AND reservations.sync_state = 'pending' \
-                     RETURNING reservations.id, reservations.version, reservations.resource_id, reservations.user_id",
-                )?
+                .prepare_cached(ACK_SYNCED)?
                 .query_map([serde_json::Value::Array(synced).to_string()], |row| {
                     Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
                 })?
@@ -305,9 +311,7 @@ impl WriterTask {
             .collect();
         let local: Vec<(String, i64, i64, i64)> = self
             .conn
-            .prepare_cached(
-                "SELECT id, version, starts_at, ends_at FROM reservations WHERE id IN (SELECT value FROM json_each(?1))",
-            )?
+            .prepare_cached(LOCAL_VERSIONS)?
             .query_map([serde_json::to_string(&ids)?], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
             })?
