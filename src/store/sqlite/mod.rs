@@ -88,11 +88,13 @@ pub async fn open(config: &Config) -> anyhow::Result<(Reads, rusqlite::Connectio
 /// only once it has grown tenfold, so a node stopped with 20 reservations
 /// kept planning from 20 rows, until its next shutdown, while it stored
 /// hundreds of thousands. The sync's acknowledgement then scanned the whole
-/// table on the writer thread for every batch, and sync-on creates fell
-/// from about 15,000 to 1,100-1,900 per second (BENCHMARKS.md, 2026-12-01
-/// 16:22 UTC). Runs before the service's
-/// own connections open: a connection reads the statistics when it loads
-/// the schema and keeps them even after the tables are dropped.
+/// table on the writer thread for every batch, and creates with sync on
+/// ran at 1,100-1,800 per second against 17,600 on a new database
+/// (BENCHMARKS.md, 2026-12-01 16:22 UTC).
+///
+/// Runs before the service's own connections open: a connection reads the
+/// statistics when it loads the schema and keeps them even after the
+/// tables are dropped.
 async fn forget_planner_statistics(pool: &sqlx::SqlitePool) -> sqlx::Result<()> {
     // The tables exist only once ANALYZE ran; dropping them is allowed.
     sqlx::raw_sql("DROP TABLE IF EXISTS sqlite_stat1; DROP TABLE IF EXISTS sqlite_stat4;")
