@@ -77,6 +77,11 @@ fn describe() {
         Unit::Seconds,
         "Time to apply and commit one group"
     );
+    describe_histogram!(
+        "reservoir_sqlite_wal_restart_seconds",
+        Unit::Seconds,
+        "Time the writer spent starting the WAL over (a RESTART checkpoint), writes waiting"
+    );
     describe_gauge!(
         "reservoir_writer_queue_depth",
         "Writes waiting for the writer task"

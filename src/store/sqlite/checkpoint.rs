@@ -101,7 +101,12 @@ impl Checkpointer {
             return;
         }
         // Waits (busy timeout) for a pass of the checkpoint thread to end.
-        match checkpoint(writer, "RESTART") {
+        // Every write queued meanwhile waits too, hence the histogram.
+        let started = std::time::Instant::now();
+        let restarted = checkpoint(writer, "RESTART");
+        metrics::histogram!("reservoir_sqlite_wal_restart_seconds")
+            .record(started.elapsed().as_secs_f64());
+        match restarted {
             Ok(Outcome { busy: false, .. }) => {
                 tracing::debug!("WAL started over");
                 self.log_pages.store(0, Ordering::Relaxed);
