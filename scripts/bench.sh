@@ -64,9 +64,9 @@ load() {
 }
 
 # seed_and_drain PREFIX DATA_DIR ROWS DB: seed ROWS reservations into a
-# node without PostgreSQL and stop it, then restart it with the fresh database DB and wait until its
-# backlog has drained. Leaves that server running. Output: PREFIXseed.txt,
-# PREFIXdrain.txt.
+# node without PostgreSQL and stop it, then restart it with the fresh
+# database DB and wait until its backlog has drained. Leaves that server
+# running. Output: PREFIXseed.txt, PREFIXdrain.txt.
 seed_and_drain() {
     local prefix=$1 data=$2 rows=$3 db=$4
     start "$data"

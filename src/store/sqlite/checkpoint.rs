@@ -28,7 +28,7 @@ use std::{
         atomic::{AtomicI64, Ordering},
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 /// How often the checkpointer copies the WAL back.
@@ -102,7 +102,7 @@ impl Checkpointer {
         }
         // Waits (busy timeout) for a pass of the checkpoint thread to end.
         // Every write queued meanwhile waits too, hence the histogram.
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let restarted = checkpoint(writer, "RESTART");
         metrics::histogram!("reservoir_sqlite_wal_restart_seconds")
             .record(started.elapsed().as_secs_f64());
@@ -170,7 +170,7 @@ mod tests {
         let mut insert = writer
             .prepare("INSERT INTO t VALUES (zeroblob(3000))")
             .unwrap();
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let (mut rows, mut largest) = (0, 0);
         while started.elapsed() < for_how_long {
             insert.execute([]).unwrap();

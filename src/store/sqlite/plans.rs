@@ -104,6 +104,17 @@ mod tests {
         ]
     }
 
+    /// Where a list page can start: the first page, and after a cursor.
+    fn positions() -> [Option<ReservationCursor>; 2] {
+        [
+            None,
+            Some(ReservationCursor {
+                starts_at: 1,
+                id: Uuid::nil(),
+            }),
+        ]
+    }
+
     fn assert_indexed(plan: &str, index: &str) {
         assert!(
             plan.contains(&format!("USING INDEX {index}"))
@@ -149,13 +160,13 @@ mod tests {
     #[tokio::test]
     async fn every_list_filter_uses_an_ordered_index() {
         let (_dir, pool, _write) = database().await;
-        let cursor = ReservationCursor {
-            starts_at: 1,
-            id: Uuid::nil(),
-        };
         for (filter, index) in &list_cases() {
-            for after in [None, Some(&cursor)] {
-                let plan = plan(&pool, list_query("EXPLAIN QUERY PLAN ", filter, after, 51)).await;
+            for after in &positions() {
+                let plan = plan(
+                    &pool,
+                    list_query("EXPLAIN QUERY PLAN ", filter, after.as_ref(), 51),
+                )
+                .await;
                 assert_indexed(&plan, index);
             }
         }
@@ -166,9 +177,8 @@ mod tests {
     /// fifth of the writer's work per create (migration 0006).
     #[tokio::test]
     async fn writes_to_reservations_build_no_temporary_table() {
-        let dir = tempfile::tempdir().unwrap();
         // The writer's own connection: a read-only one compiles no CHECKs.
-        let (_reads, write) = open(&Config::with_data_dir(dir.path())).await.unwrap();
+        let (_dir, _pool, write) = database().await;
         for sql in [
             "INSERT INTO reservations (id, resource_id, user_id, starts_at, ends_at, party_size, status, \
              version, sync_state, request_hash, created_at, updated_at) \
@@ -306,10 +316,6 @@ mod tests {
     #[tokio::test]
     async fn list_from_checks_ends_at_inside_the_index() {
         let (_dir, pool, _write) = database().await;
-        let cursor = ReservationCursor {
-            starts_at: 1,
-            id: Uuid::nil(),
-        };
         let cases = list_cases();
         // Only filters with `from` seek before it.
         let cases = cases.iter().filter(|(filter, _)| filter.from.is_some());
@@ -325,8 +331,9 @@ mod tests {
                     .fetch_one(&pool)
                     .await
                     .unwrap_or_else(|e| panic!("{index} has no ends_at column: {e}"));
-            for after in [None, Some(&cursor)] {
-                let program = program(&pool, list_query("EXPLAIN ", filter, after, 51)).await;
+            for after in &positions() {
+                let program =
+                    program(&pool, list_query("EXPLAIN ", filter, after.as_ref(), 51)).await;
                 let cursor_of_index = program
                     .iter()
                     .find(|(op, _, p2)| op == "OpenRead" && *p2 == root)

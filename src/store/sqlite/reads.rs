@@ -298,12 +298,12 @@ pub(crate) fn list_query<'a>(
     // The index is named, not left to the planner, whose choice followed the
     // statistics versions up to 2026-12-01 stored at shutdown (the service
     // keeps none now) and was close here. A page for a user of a table where
-    // one user holds nearly every row:
-    // with the statistics ANALYZE stored for such a table (60,000 rows) it
-    // used `reservations_by_user`; with slightly different ones (667 rather
-    // than 1,000 rows per start time) it walked `reservations_by_start` from
-    // the cursor and filtered by user, reading the rest of the table for a
-    // page of another user: 10.6 ms against 0.02 ms.
+    // one user holds nearly every row: with the statistics ANALYZE stored for
+    // such a table (60,000 rows) it used `reservations_by_user`; with
+    // slightly different ones (667 rather than 1,000 rows per start time) it
+    // walked `reservations_by_start` from the cursor and filtered by user,
+    // reading the rest of the table for a page of another user: 10.6 ms
+    // against 0.02 ms.
     let index = if filter.resource_id.is_some() {
         "reservations_by_resource"
     } else if filter.user_id.is_some() {
