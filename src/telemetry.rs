@@ -82,6 +82,11 @@ fn describe() {
         Unit::Seconds,
         "Time the writer spent starting the WAL over (a RESTART checkpoint), writes waiting"
     );
+    describe_histogram!(
+        "reservoir_sqlite_checkpoint_flush_seconds",
+        Unit::Seconds,
+        "Time the background checkpointer spent flushing copied pages to the database file"
+    );
     describe_gauge!(
         "reservoir_writer_queue_depth",
         "Writes waiting for the writer task"

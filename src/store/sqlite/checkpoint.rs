@@ -18,14 +18,16 @@
 //! of each commit. So this thread publishes the log size it last saw, and the
 //! writer, which holds the lock between groups anyway, runs the RESTART itself
 //! ([`Checkpointer::after_commit`]) once the log is past [`RESTART_PAGES`].
-//! Most frames are already copied by then, so that pause is short.
+//! Most frames are already copied by then, so that pause is short, and this
+//! thread flushes the database file after every pass that copied pages, so
+//! the sync that ends the writer's checkpoint has little left to write.
 
 use std::{
     path::Path,
     sync::mpsc::{self, RecvTimeoutError},
     sync::{
         Arc,
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicI64, AtomicU64, Ordering},
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -43,14 +45,31 @@ use std::{
 const INTERVAL: Duration = Duration::from_millis(20);
 /// The writer's own automatic checkpoint threshold while this thread runs,
 /// in pages (SQLite's default is 1000).
-pub const WRITER_BACKSTOP_PAGES: u32 = 8192;
+///
+/// Under sustained writes each time the log starts over costs the writer a
+/// pause with three syncs in it (the log, the database file, the new log
+/// header), and on a busy disk each sync can take tens of milliseconds. At
+/// 8,192 pages that came every half second at 8,000 creates/s; at 32,768,
+/// every two seconds. Under a neighbour writing to the same disk, commits
+/// over 10 ms in two runs of 80 s were 421 before, 311 with the flushes
+/// below alone and 130 with both (BENCHMARKS.md, 2026-12-01 from 18:28 UTC). The price is a log file of up to about
+/// 135 MB and a longer recovery after a crash (79 ms with 12,000 frames).
+pub const WRITER_BACKSTOP_PAGES: u32 = 32_768;
 /// Log size (pages) past which a pass ends with a RESTART checkpoint.
 pub const RESTART_PAGES: i64 = WRITER_BACKSTOP_PAGES as i64;
+/// What SQLite trims the log file back to when the log starts over: above
+/// what [`RESTART_PAGES`] lets it reach (frames of a 4 KiB page and a 24-byte
+/// header), so steady writes do not shrink and regrow it every time, while
+/// the space a burst took (a large batch in one transaction) is given back.
+pub const WAL_SIZE_LIMIT_BYTES: i64 = 160 * 1024 * 1024;
+const _: () = assert!(RESTART_PAGES * (4096 + 24) < WAL_SIZE_LIMIT_BYTES);
 
 /// A running checkpointer; stopping it (or dropping it) ends the thread.
 pub struct Checkpointer {
     /// The log's size in pages after the last pass.
     log_pages: Arc<AtomicI64>,
+    /// Flushes of the database file by this thread so far.
+    flushes: Arc<AtomicU64>,
     restart_pages: i64,
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -66,19 +85,29 @@ impl Checkpointer {
     pub fn start_with(path: &Path, restart_pages: i64) -> anyhow::Result<Checkpointer> {
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
+        // Its own handle on the database file, to flush what a pass copied.
+        let database = std::fs::File::open(path)?;
         let (stop, stopped) = mpsc::channel::<()>();
         let log_pages = Arc::new(AtomicI64::new(0));
         let seen = log_pages.clone();
+        let flushes = Arc::new(AtomicU64::new(0));
+        let flushed_so_far = flushes.clone();
         let thread = std::thread::Builder::new()
             .name("reservoir-checkpoint".into())
             .spawn(move || {
                 // Ends when the writer drops its sender (or sends).
+                let mut flushed = 0;
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
                     match checkpoint(&conn, "PASSIVE") {
                         Ok(Outcome { log, copied, .. }) => {
                             seen.store(log, Ordering::Relaxed);
                             metrics::gauge!("reservoir_sqlite_wal_pages").set(log as f64);
                             tracing::trace!(log, copied, "checkpoint");
+                            if copied != flushed {
+                                flush(&database);
+                                flushed = copied;
+                                flushed_so_far.fetch_add(1, Ordering::Relaxed);
+                            }
                         }
                         Err(error) => tracing::debug!(%error, "background checkpoint failed"),
                     }
@@ -86,6 +115,7 @@ impl Checkpointer {
             })?;
         Ok(Checkpointer {
             log_pages,
+            flushes,
             restart_pages,
             stop: Some(stop),
             thread: Some(thread),
@@ -115,6 +145,26 @@ impl Checkpointer {
             Ok(Outcome { busy: true, .. }) => {}
             Err(error) => tracing::warn!(%error, "RESTART checkpoint failed"),
         }
+    }
+}
+
+/// Flushes the pages a pass copied into the database file, here rather than
+/// on the writer's thread.
+///
+/// SQLite syncs the database file only in a checkpoint that copies the whole
+/// log. Under a steady stream of writes that is the writer's checkpoint (the
+/// restart or its automatic backstop), never this thread's, so the writer's
+/// sync had to flush every page this thread had copied since the last log
+/// restart, inside a commit every queued write waits for. On a slow disk
+/// that sync took up to hundreds of milliseconds (BENCHMARKS.md, 2026-12-01
+/// from 18:28 UTC). Flushed here after each pass, it is left only the pages
+/// of the last pass.
+fn flush(database: &std::fs::File) {
+    let started = Instant::now();
+    match database.sync_data() {
+        Ok(()) => metrics::histogram!("reservoir_sqlite_checkpoint_flush_seconds")
+            .record(started.elapsed().as_secs_f64()),
+        Err(error) => tracing::warn!(%error, "flushing the database file failed"),
     }
 }
 
@@ -151,10 +201,18 @@ impl Drop for Checkpointer {
 mod tests {
     use super::*;
 
+    /// What [`sustained_writes`] saw.
+    struct Seen {
+        rows: i64,
+        /// The largest log (in frames) the checkpointer saw.
+        largest: i64,
+        /// Times the checkpointer flushed the database file.
+        flushes: u64,
+    }
+
     /// Writes one-page rows for `for_how_long` without a pause, as the writer
-    /// does under sustained load; returns the rows written and the largest
-    /// log (in frames) the checkpointer saw.
-    fn sustained_writes(restart_pages: i64, for_how_long: Duration) -> (i64, i64) {
+    /// does under sustained load.
+    fn sustained_writes(restart_pages: i64, for_how_long: Duration) -> Seen {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let writer = rusqlite::Connection::open(&path).unwrap();
@@ -178,7 +236,11 @@ mod tests {
             largest = largest.max(checkpointer.log_pages.load(Ordering::Relaxed));
             rows += 1;
         }
-        (rows, largest)
+        Seen {
+            rows,
+            largest,
+            flushes: checkpointer.flushes.load(Ordering::Relaxed),
+        }
     }
 
     // Sustained writes: a log past the threshold is started over, not left
@@ -186,11 +248,23 @@ mod tests {
     // every row).
     #[test]
     fn the_log_is_started_over_under_sustained_writes() {
-        let (rows, largest) = sustained_writes(200, Duration::from_millis(1500));
+        let Seen { rows, largest, .. } = sustained_writes(200, Duration::from_millis(1500));
         assert!(rows > 4000, "too few rows to tell ({rows})");
         assert!(
             largest < rows / 2,
             "the log reached {largest} frames for {rows} one-page rows"
         );
+    }
+
+    // SQLite itself syncs the database file only in a checkpoint that copies
+    // the whole log, which under sustained writes is the writer's; this
+    // thread flushes what its own passes copied. With a threshold no log
+    // reaches, every copy here is this thread's, so without its flushes
+    // the count stays at 0.
+    #[test]
+    fn the_checkpointer_flushes_what_it_copied() {
+        let Seen { rows, flushes, .. } = sustained_writes(i64::MAX, Duration::from_millis(500));
+        assert!(rows > 1000, "too few rows to tell ({rows})");
+        assert!(flushes > 0, "no flush in {rows} one-page rows");
     }
 }

@@ -133,7 +133,7 @@ fn open_writer(
     conn.pragma_update(None, "cache_size", -8192)?;
     // After the log starts over, SQLite trims the file back to this size, so a
     // burst that grew the WAL does not keep its disk space.
-    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+    conn.pragma_update(None, "journal_size_limit", checkpoint::WAL_SIZE_LIMIT_BYTES)?;
     // Every statement of the hot path stays prepared.
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
