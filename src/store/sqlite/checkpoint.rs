@@ -85,8 +85,6 @@ impl Checkpointer {
     pub fn start_with(path: &Path, restart_pages: i64) -> anyhow::Result<Checkpointer> {
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
-        // Its own handle on the database file, to flush what a pass copied.
-        let database = std::fs::File::open(path)?;
         let (stop, stopped) = mpsc::channel::<()>();
         let log_pages = Arc::new(AtomicI64::new(0));
         let seen = log_pages.clone();
@@ -96,7 +94,7 @@ impl Checkpointer {
             .name("reservoir-checkpoint".into())
             .spawn(move || {
                 // Ends when the writer drops its sender (or sends).
-                let mut flushed = 0;
+                let (mut flushed, mut warned) = (0, false);
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
                     match checkpoint(&conn, "PASSIVE") {
                         Ok(Outcome { log, copied, .. }) => {
@@ -104,9 +102,19 @@ impl Checkpointer {
                             metrics::gauge!("reservoir_sqlite_wal_pages").set(log as f64);
                             tracing::trace!(log, copied, "checkpoint");
                             if copied != flushed {
-                                flush(&database);
                                 flushed = copied;
-                                flushed_so_far.fetch_add(1, Ordering::Relaxed);
+                                match flush(&conn) {
+                                    Ok(()) => {
+                                        flushed_so_far.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    // SQLite syncs the file itself at the
+                                    // end of every full checkpoint anyway.
+                                    Err(code) if !warned => {
+                                        warned = true;
+                                        tracing::warn!(code, "flushing the database file failed");
+                                    }
+                                    Err(code) => tracing::debug!(code, "flush failed again"),
+                                }
                             }
                         }
                         Err(error) => tracing::debug!(%error, "background checkpoint failed"),
@@ -155,17 +163,46 @@ impl Checkpointer {
 /// log. Under a steady stream of writes that is the writer's checkpoint (the
 /// restart or its automatic backstop), never this thread's, so the writer's
 /// sync had to flush every page this thread had copied since the last log
-/// restart, inside a commit every queued write waits for. On a slow disk
-/// that sync took up to hundreds of milliseconds (BENCHMARKS.md, 2026-12-01
-/// from 18:28 UTC). Flushed here after each pass, it is left only the pages
-/// of the last pass.
-fn flush(database: &std::fs::File) {
+/// restart, inside a commit every queued write waits for. On a busy disk
+/// that sync took tens of milliseconds (BENCHMARKS.md, 2026-12-01 from 18:28
+/// UTC). Flushed here after each pass, it is left only the pages of the last
+/// pass.
+///
+/// The sync goes through the connection's own file object, as SQLite's own
+/// syncs do, not through a second handle on the file: closing any handle on
+/// a file drops every POSIX lock the process holds on it, the locks of the
+/// writer's and readers' connections included (SQLite's "how to corrupt"
+/// page, 2.2). Returns SQLite's error code on failure.
+fn flush(conn: &rusqlite::Connection) -> Result<(), std::ffi::c_int> {
+    use rusqlite::ffi;
     let started = Instant::now();
-    match database.sync_data() {
-        Ok(()) => metrics::histogram!("reservoir_sqlite_checkpoint_flush_seconds")
-            .record(started.elapsed().as_secs_f64()),
-        Err(error) => tracing::warn!(%error, "flushing the database file failed"),
+    let mut file: *mut ffi::sqlite3_file = std::ptr::null_mut();
+    // SAFETY: the connection is open and used by this thread only; the file
+    // pointer SQLite hands back stays valid while the connection is open and
+    // is not used after this call.
+    let code = unsafe {
+        match ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_FILE_POINTER,
+            (&raw mut file).cast(),
+        ) {
+            ffi::SQLITE_OK if !file.is_null() && !(*file).pMethods.is_null() => {
+                match (*(*file).pMethods).xSync {
+                    Some(sync) => sync(file, ffi::SQLITE_SYNC_NORMAL),
+                    None => ffi::SQLITE_NOTFOUND,
+                }
+            }
+            ffi::SQLITE_OK => ffi::SQLITE_NOTFOUND,
+            code => code,
+        }
+    };
+    if code != ffi::SQLITE_OK {
+        return Err(code);
     }
+    metrics::histogram!("reservoir_sqlite_checkpoint_flush_seconds")
+        .record(started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// What `PRAGMA wal_checkpoint` answers.
@@ -193,6 +230,8 @@ impl Drop for Checkpointer {
         drop(self.stop.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
+            let flushes = self.flushes.load(Ordering::Relaxed);
+            tracing::debug!(flushes, "checkpointer stopped");
         }
     }
 }
