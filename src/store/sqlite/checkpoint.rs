@@ -52,8 +52,10 @@ const INTERVAL: Duration = Duration::from_millis(20);
 /// 8,192 pages that came every half second at 8,000 creates/s; at 32,768,
 /// every two seconds. Under a neighbour writing to the same disk, commits
 /// over 10 ms in two runs of 80 s were 421 before, 311 with the flushes
-/// below alone and 130 with both (BENCHMARKS.md, 2026-12-01 from 18:28 UTC). The price is a log file of up to about
-/// 135 MB and a longer recovery after a crash (79 ms with 12,000 frames).
+/// below alone and 130 with both (BENCHMARKS.md, 2026-12-01 from 18:28
+/// UTC). The price is a log file of 135 MB and more (158 MB during a seed
+/// in batches of 500 rows) and a longer recovery after a crash (79 ms with
+/// 12,000 frames).
 pub const WRITER_BACKSTOP_PAGES: u32 = 32_768;
 /// Log size (pages) past which a pass ends with a RESTART checkpoint.
 pub const RESTART_PAGES: i64 = WRITER_BACKSTOP_PAGES as i64;
