@@ -64,7 +64,8 @@ pub const RESTART_PAGES: i64 = WRITER_BACKSTOP_PAGES as i64;
 /// header), so steady writes do not shrink and regrow it every time, while
 /// the space a burst took (a large batch in one transaction) is given back.
 pub const WAL_SIZE_LIMIT_BYTES: i64 = 160 * 1024 * 1024;
-const _: () = assert!(RESTART_PAGES * (4096 + 24) < WAL_SIZE_LIMIT_BYTES);
+const _: () =
+    assert!(RESTART_PAGES * (4096 + super::wal_vfs::FRAME_HEADER as i64) < WAL_SIZE_LIMIT_BYTES);
 
 /// A running checkpointer; stopping it (or dropping it) ends the thread.
 pub struct Checkpointer {

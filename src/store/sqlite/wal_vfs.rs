@@ -34,7 +34,7 @@ pub const VFS_NAME: &str = "reservoir-wal";
 const VFS_NAME_C: &CStr = c"reservoir-wal";
 
 /// The size of a WAL frame header (`WAL_FRAME_HDRSIZE` in SQLite).
-const FRAME_HEADER: usize = 24;
+pub(super) const FRAME_HEADER: usize = 24;
 
 /// Frame writes sent as one system call so far, in this process: the tests'
 /// evidence that merging happens (not counted outside tests).
