@@ -8,8 +8,10 @@
 # One node with PostgreSQL sync and Redis takes mixed traffic (reads and
 # creates) at a fixed rate, in one-minute rounds of the load generator.
 # After each round it records the round's figures (latency corrected for
-# coordinated omission) and the node's resident memory, CPU, database and
-# WAL file sizes and sync backlog. At the end it waits for the backlog to
+# coordinated omission, and the service time without that correction), the
+# node's resident memory, CPU, database and WAL file sizes and sync backlog,
+# and the CPU of PostgreSQL, of Redis (when the script started it) and of
+# the whole machine. At the end it waits for the backlog to
 # drain and checks that PostgreSQL holds every reservation the node holds.
 #
 # Needs the release binaries (`cargo build --release`), jq, sqlite3, and a
@@ -77,13 +79,23 @@ done
 curl -sf "$TARGET/health" >/dev/null || { echo "the node did not start; see $OUT/server.log" >&2; exit 1; }
 
 mib() { echo $(( ${1:-0} / 1048576 )); }
+# ticks PID...: CPU ticks of the processes, with their reaped children's
+# (PostgreSQL's ended backends count toward the postmaster).
+ticks() { cat "${@/#//proc/}" 2>/dev/null | awk '{ t += $14 + $15 + $16 + $17 } END { print t + 0 }'; }
+pg_ticks() { ticks $(for p in $(pgrep -x postgres); do echo "$p/stat"; done); }
+redis_ticks() { if [[ -n $REDIS_PID ]]; then ticks "$REDIS_PID/stat"; else echo 0; fi; }
+# The machine: busy and steal ticks, all ticks (the first line of /proc/stat).
+machine() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 # metric NAME: the value of an unlabelled gauge on /metrics.
 metric() { curl -sf "$TARGET/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$SERVER/stat"; }
 kib() { awk -v k="$1" '$1 == k":" { print int($2 / 1024) }' "/proc/$SERVER/status"; }
 
-printf 'minute\trps\tp50_ms\tp99_ms\tmax_ms\tnot_2xx\trss_mib\tpeak_rss_mib\tcpu_s\tdb_mib\twal_mib\tpending\toldest_pending_s\n' >"$OUT/soak.tsv"
+printf 'minute\trps\tp50_ms\tp99_ms\tmax_ms\tnot_2xx\trss_mib\tpeak_rss_mib\tcpu_s\tdb_mib\twal_mib\tpending\toldest_pending_s\tservice_p99_ms\tpg_cpu_s\tredis_cpu_s\tmachine_busy_pct\tsteal_pct\n' >"$OUT/soak.tsv"
+hz=$(getconf CLK_TCK)
 for minute in $(seq 1 "$MINUTES"); do
+    pg0=$(pg_ticks) redis0=$(redis_ticks)
+    read -r busy0 steal0 all0 < <(machine)
     "$BIN/loadgen" --target $TARGET --token $TOKEN --scenario mixed --read-percent "$READS" \
         --connections 64 --rate "$RATE" --duration 60s --json >"$OUT/round-$minute.json" 2>>"$OUT/loadgen.log"
     jq -r --arg m "$minute" '.service | [$m, (.rps | floor),
@@ -92,7 +104,15 @@ for minute in $(seq 1 "$MINUTES"); do
         "$OUT/round-$minute.json" | tr -d '\n' >>"$OUT/soak.tsv"
     printf '\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(kib VmRSS)" "$(kib VmHWM)" "$(cpu_s)" \
         "$(mib "$(stat -c %s "$DATA/reservoir.db")")" "$(mib "$(stat -c %s "$DATA/reservoir.db-wal" 2>/dev/null)")" \
-        "$(metric reservoir_sync_pending)" "$(metric reservoir_sync_oldest_pending_age_seconds)" >>"$OUT/soak.tsv"
+        "$(metric reservoir_sync_pending)" "$(metric reservoir_sync_oldest_pending_age_seconds)" | tr -d '\n' >>"$OUT/soak.tsv"
+    read -r busy1 steal1 all1 < <(machine)
+    # Service time: from sending a request to its answer, without the wait
+    # for a free connection that the corrected latency above includes.
+    printf '\t%s\t%s\t%s\t%s\t%s\n' \
+        "$(jq '.service.service_time.p99_us / 1000' "$OUT/round-$minute.json")" \
+        "$(echo "$pg0 $(pg_ticks) $hz" | awk '{ printf "%.1f", ($2 - $1) / $3 }')" \
+        "$(echo "$redis0 $(redis_ticks) $hz" | awk '{ printf "%.1f", ($2 - $1) / $3 }')" \
+        "$(( 100 * (busy1 - busy0) / (all1 - all0) ))" "$(( 100 * (steal1 - steal0) / (all1 - all0) ))" >>"$OUT/soak.tsv"
     tail -n 1 "$OUT/soak.tsv" >&2
 done
 
