@@ -47,7 +47,32 @@ use crate::{
 use backoff::Backoff;
 
 /// Least time between the end of a caught-up drain and the next one.
-const LINGER: Duration = Duration::from_millis(20);
+const LINGER_MIN: Duration = Duration::from_millis(20);
+/// Most time a caught-up drain waits for more rows: how much later than
+/// necessary a write may reach PostgreSQL under a light, steady stream.
+const LINGER_MAX: Duration = Duration::from_millis(100);
+/// The batch the linger aims for. A call costs PostgreSQL about 5.6 ms of
+/// CPU whatever its size, plus about 30 us per row: at 400 creates/s,
+/// batches of 12 rows made that 460 us per row (BENCHMARKS.md, 2026-12-01
+/// from 20:11 UTC).
+const LINGER_TARGET_ROWS: u32 = 256;
+
+/// How long to wait for more rows after a drain that caught up, given the
+/// rows it sent and the time since the previous one caught up: long enough
+/// for about [`LINGER_TARGET_ROWS`] at the rate seen, within
+/// [`LINGER_MIN`]..=[`LINGER_MAX`]. A fast stream keeps the short wait (its
+/// batches are large anyway, and a longer one only held more rows back);
+/// a slow one waits longer so each call carries more rows. The first write
+/// after a quiet spell is sent at once: the wait comes after a drain.
+fn linger(sent: usize, since_previous: Duration) -> Duration {
+    match u32::try_from(sent) {
+        Ok(sent) if sent > 0 => {
+            (since_previous.saturating_mul(LINGER_TARGET_ROWS) / sent).clamp(LINGER_MIN, LINGER_MAX)
+        }
+        // Nothing sent (woken for nothing), or more rows than a u32 holds.
+        _ => LINGER_MIN,
+    }
+}
 
 /// Most lanes `RESERVOIR_SYNC_LANES` accepts (the PostgreSQL pool is sized
 /// for them).
@@ -167,6 +192,7 @@ impl Syncer {
         let mut tick = tokio::time::interval(self.settings.interval);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut backoff: Option<Backoff> = None;
+        let mut caught_up = Instant::now();
         'wait: loop {
             tokio::select! {
                 _ = shutdown::requested(&mut stop) => break 'wait,
@@ -182,7 +208,7 @@ impl Syncer {
                     break 'wait;
                 }
                 match self.drain(Some(&stop)).await {
-                    Ok(()) => {
+                    Ok(sent) => {
                         backoff = None;
                         // Caught up. Let the next writes gather before
                         // draining again: under a steady stream of creates
@@ -190,9 +216,11 @@ impl Syncer {
                         // handful of rows paid the per-batch costs (outbox
                         // read, the call, the writer's commit) per handful.
                         // Wake-ups meanwhile are kept by the Notify.
+                        let wait = linger(sent, caught_up.elapsed());
+                        caught_up = Instant::now();
                         tokio::select! {
                             _ = shutdown::requested(&mut stop) => break 'wait,
-                            _ = tokio::time::sleep(LINGER) => {}
+                            _ = tokio::time::sleep(wait) => {}
                         }
                         break;
                     }
@@ -221,7 +249,7 @@ impl Syncer {
         let grace = self.settings.grace;
         let flushed = tokio::time::timeout(grace, async {
             match self.drain(None).await {
-                Ok(()) => true,
+                Ok(_) => true,
                 Err(error) => {
                     self.failed(&error);
                     false
@@ -260,7 +288,9 @@ impl Syncer {
     ///
     /// On any error the batches in flight are dropped, not acknowledged: their
     /// outbox rows stay and are sent again (re-sending changes nothing).
-    async fn drain(&mut self, stop: Option<&watch::Receiver<bool>>) -> Result<(), SyncError> {
+    ///
+    /// Returns the outbox rows it sent.
+    async fn drain(&mut self, stop: Option<&watch::Receiver<bool>>) -> Result<usize, SyncError> {
         if !self.migrated {
             self.postgres.migrate().await?;
             self.migrated = true;
@@ -272,8 +302,10 @@ impl Syncer {
         let mut next = self.prepare(0).await?;
         // The outcome of the batch Postgres committed last, not recorded yet.
         let mut unrecorded: Option<SyncReport> = None;
+        let mut sent_rows = 0;
         while next.entries > 0 {
             let batch = next;
+            sent_rows += batch.entries;
             let more = batch.entries >= full && !stopping();
             let started = Instant::now();
             let ((sent, apply_time), (read, read_time), (recorded, record_time)) = tokio::join!(
@@ -328,7 +360,7 @@ impl Syncer {
         }
         self.record_outcome(unrecorded.take()).await?;
         self.succeeded();
-        Ok(())
+        Ok(sent_rows)
     }
 
     /// Reads the outbox rows after `after` and turns them into the rows sent.
@@ -608,6 +640,22 @@ mod tests {
             rejected_locally: false,
             payload: Payload::Resource(Value::Null),
         }
+    }
+
+    #[test]
+    fn the_linger_aims_for_full_batches_within_its_bounds() {
+        let ms = Duration::from_millis;
+        // 12,800 rows/s and faster: batches are large without waiting.
+        assert_eq!(linger(1_000, ms(50)), LINGER_MIN);
+        assert_eq!(linger(256, ms(20)), LINGER_MIN);
+        // 5,000 rows/s: about 51 ms gathers 256 rows.
+        assert_eq!(linger(250, ms(50)), Duration::from_micros(51_200));
+        // 400 rows/s (a batch of 12 every 30 ms), or one row after a quiet
+        // spell: no more than LINGER_MAX.
+        assert_eq!(linger(12, ms(30)), LINGER_MAX);
+        assert_eq!(linger(1, Duration::from_secs(60)), LINGER_MAX);
+        // Woken with nothing to send: the short wait, as before.
+        assert_eq!(linger(0, ms(30)), LINGER_MIN);
     }
 
     #[test]
