@@ -51,10 +51,10 @@ const LINGER_MIN: Duration = Duration::from_millis(20);
 /// Most time a caught-up drain waits for more rows: how much later than
 /// necessary a write may reach PostgreSQL under a light, steady stream.
 const LINGER_MAX: Duration = Duration::from_millis(100);
-/// The batch the linger aims for. A call costs PostgreSQL about 5.6 ms of
-/// CPU whatever its size, plus about 30 us per row: at 400 creates/s,
-/// batches of 12 rows made that 460 us per row (BENCHMARKS.md, 2026-12-01
-/// from 20:11 UTC).
+/// The batch the linger aims for. A call costs PostgreSQL milliseconds of
+/// CPU whatever its size (3.1-3.7 ms for 10 rows in psql), plus about 30 us
+/// per row: at 400 creates/s, batches of 12 rows made that 460 us per row
+/// (BENCHMARKS.md, 2026-12-01 from 20:11 UTC).
 const LINGER_TARGET_ROWS: u32 = 256;
 
 /// How long to wait for more rows after a drain that caught up, given the
