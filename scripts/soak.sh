@@ -31,19 +31,14 @@ OUT=${1:-./soak-out}
 MINUTES=${SOAK_MINUTES:-30}
 RATE=${SOAK_RATE:-6000}
 READS=${SOAK_READ_PERCENT:-80}
-PG=${BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432}
 DB=reservoir_soak
-TOKEN=bench-token
-BIN=target/release
-PORT=18080
-TARGET=http://127.0.0.1:$PORT
+source scripts/node.sh
 mkdir -p "$OUT"
 WORK=$(mktemp -d)
-SERVER=""
 REDIS_PID=""
 
 cleanup() {
-    [[ -n $SERVER ]] && kill "$SERVER" 2>/dev/null && wait "$SERVER" 2>/dev/null
+    stop_server
     [[ -n $REDIS_PID ]] && kill "$REDIS_PID" 2>/dev/null && wait "$REDIS_PID" 2>/dev/null
     dropdb --maintenance-db="$PG/postgres" --if-exists "$DB" 2>/dev/null || true
     rm -rf "$WORK"
@@ -66,33 +61,27 @@ dropdb --maintenance-db="$PG/postgres" --if-exists "$DB"
 createdb --maintenance-db="$PG/postgres" "$DB"
 
 DATA=$WORK/node
-mkdir -p "$DATA"
-env RESERVOIR_DATA_DIR="$DATA" RESERVOIR_ADMIN_TOKEN=$TOKEN \
-    RESERVOIR_LISTEN=127.0.0.1:$PORT RESERVOIR_POSTGRES_URL="$PG/$DB" \
-    RESERVOIR_REDIS_URL="$REDIS" RUST_LOG=warn \
-    "$BIN/reservoir" >>"$OUT/server.log" 2>&1 &
-SERVER=$!
-for _ in $(seq 1 600); do
-    curl -sf "$TARGET/health" >/dev/null 2>&1 && break
-    sleep 0.1
-done
-curl -sf "$TARGET/health" >/dev/null || { echo "the node did not start; see $OUT/server.log" >&2; exit 1; }
+start "$DATA" RESERVOIR_POSTGRES_URL="$PG/$DB" RESERVOIR_REDIS_URL="$REDIS"
 
 mib() { echo $(( ${1:-0} / 1048576 )); }
 # ticks PID...: CPU ticks of the processes, with their reaped children's
 # (PostgreSQL's ended backends count toward the postmaster).
-ticks() { cat "${@/#//proc/}" 2>/dev/null | awk '{ t += $14 + $15 + $16 + $17 } END { print t + 0 }'; }
-pg_ticks() { ticks $(for p in $(pgrep -x postgres); do echo "$p/stat"; done); }
-redis_ticks() { if [[ -n $REDIS_PID ]]; then ticks "$REDIS_PID/stat"; else echo 0; fi; }
+ticks() {
+    local pid
+    for pid; do cat "/proc/$pid/stat" 2>/dev/null; done |
+        awk '{ t += $14 + $15 + $16 + $17 } END { print t + 0 }'
+}
+pg_ticks() { ticks $(pgrep -x postgres); }
+redis_ticks() { ticks $REDIS_PID; }
 # The machine: busy and steal ticks, all ticks (the first line of /proc/stat).
 machine() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 }' /proc/stat; }
 # metric NAME: the value of an unlabelled gauge on /metrics.
 metric() { curl -sf "$TARGET/metrics" | awk -v n="$1" '$1 == n { print $2 }'; }
-cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$SERVER/stat"; }
+hz=$(getconf CLK_TCK)
+cpu_s() { awk -v hz="$hz" '{ printf "%.1f", ($14 + $15) / hz }' "/proc/$SERVER/stat"; }
 kib() { awk -v k="$1" '$1 == k":" { print int($2 / 1024) }' "/proc/$SERVER/status"; }
 
 printf 'minute\trps\tp50_ms\tp99_ms\tmax_ms\tnot_2xx\trss_mib\tpeak_rss_mib\tcpu_s\tdb_mib\twal_mib\tpending\toldest_pending_s\tservice_p99_ms\tpg_cpu_s\tredis_cpu_s\tmachine_busy_pct\tsteal_pct\n' >"$OUT/soak.tsv"
-hz=$(getconf CLK_TCK)
 for minute in $(seq 1 "$MINUTES"); do
     pg0=$(pg_ticks) redis0=$(redis_ticks)
     read -r busy0 steal0 all0 < <(machine)

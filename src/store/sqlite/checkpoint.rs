@@ -295,8 +295,6 @@ mod tests {
         flushes: u64,
     }
 
-    /// Writes one-page rows for `for_how_long` without a pause, as the writer
-    /// does under sustained load.
     /// A WAL database at `dir`/db with a table `t`, and its write
     /// connection set up as the service's writer is (only the checkpointer
     /// checkpoints).
@@ -315,6 +313,8 @@ mod tests {
 
     const ONE_PAGE_ROW: &str = "INSERT INTO t VALUES (zeroblob(3000))";
 
+    /// Writes one-page rows for `for_how_long` without a pause, as the writer
+    /// does under sustained load.
     fn sustained_writes(restart_pages: i64, for_how_long: Duration) -> Seen {
         let dir = tempfile::tempdir().unwrap();
         let (writer, path) = wal_database(dir.path());
