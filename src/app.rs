@@ -35,7 +35,7 @@ use crate::{
             writer::{Idempotency, Op, WriterConfig},
         },
     },
-    sync::{self, SyncHandle, SyncSettings, feed::FeedSettings},
+    sync::{self, SyncHandle, SyncSettings, batch_size::ClientActivity, feed::FeedSettings},
 };
 
 /// File the generated node id is kept in, inside the data dir.
@@ -64,6 +64,8 @@ pub struct AppState {
     /// Recorded as `origin_node` on the rows this node creates.
     pub node_id: String,
     pub started: std::time::Instant,
+    /// When a client last called the API; the sync sizes its batches by it.
+    pub activity: Arc<ClientActivity>,
     /// HTTP settings the middleware reads.
     pub http: HttpSettings,
     /// Hash of `RESERVOIR_ADMIN_TOKEN`, when configured.
@@ -289,6 +291,7 @@ impl Service {
                 .await
                 .context("queueing rows written before PostgreSQL was configured")?;
         }
+        let activity = Arc::new(ClientActivity::default());
         let (sync, sync_tasks) = match (postgres, wake) {
             (Some(postgres), Some(wake)) => {
                 let settings = SyncSettings::from_config(config, node_id.clone());
@@ -311,6 +314,7 @@ impl Service {
                     writer.clone(),
                     wake,
                     settings,
+                    activity.clone(),
                     sync_stopped,
                 );
                 tasks.push(task);
@@ -326,6 +330,7 @@ impl Service {
             cache,
             node_id,
             started: std::time::Instant::now(),
+            activity,
             http: HttpSettings::from_config(config)?,
             admin_hash,
             keys: moka::future::Cache::builder()

@@ -40,9 +40,17 @@ pub struct Config {
     #[arg(long, env = "RESERVOIR_POSTGRES_URL", hide_env_values = true)]
     pub postgres_url: Option<String>,
 
-    /// Most outbox rows sent to PostgreSQL in one round trip.
+    /// Most outbox rows sent to PostgreSQL in one round trip while clients
+    /// are writing: the writer records each batch in one job, which writes
+    /// queue behind.
     #[arg(long, env = "RESERVOIR_SYNC_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub sync_batch: u32,
+
+    /// Most outbox rows per round trip once no client has written for a
+    /// second (a backlog after an outage, with no traffic to protect):
+    /// fewer, larger calls drain it faster. Never below `sync_batch`.
+    #[arg(long, env = "RESERVOIR_SYNC_QUIET_BATCH", default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub sync_quiet_batch: u32,
 
     /// PostgreSQL connections that apply one large batch together, each
     /// taking the rows of its own share of the resources.
@@ -209,6 +217,7 @@ impl Config {
             read_connections: 4,
             postgres_url: None,
             sync_batch: 1000,
+            sync_quiet_batch: 4000,
             sync_lanes: 2,
             sync_interval_ms: 200,
             sync_backoff_min_ms: 100,

@@ -7,6 +7,7 @@ use std::{
     cell::RefCell,
     collections::HashMap,
     convert::Infallible,
+    sync::Arc,
     task::{self, Poll},
     time::Duration,
     time::Instant,
@@ -34,7 +35,7 @@ use tower_http::{
 use tracing::{Span, field::Empty};
 
 use super::BODY_LIMIT;
-use crate::{App, config::Config, error::AppError};
+use crate::{App, config::Config, error::AppError, sync::batch_size::ClientActivity};
 
 /// Bodies smaller than this are sent uncompressed: compressing them costs
 /// more than it saves.
@@ -94,7 +95,13 @@ pub fn apply(routes: Router<App>, app: &App) -> Router<App> {
                 .on_response(on_response),
         )
         .layer(PropagateRequestIdLayer::new(x_request_id))
-        .layer(layer_fn(|inner| Metered { inner }))
+        .layer(layer_fn({
+            let activity = app.activity.clone();
+            move |inner| Metered {
+                inner,
+                activity: activity.clone(),
+            }
+        }))
         .option_layer(settings.cors.clone().map(cors))
         .layer(
             CompressionLayer::new().compress_when(
@@ -148,10 +155,18 @@ where
 }
 
 /// Counts every request and records its latency, by route template, method
-/// and status.
+/// and status; notes when clients last called the API (see
+/// [`ClientActivity`]).
 #[derive(Clone)]
 struct Metered<S> {
     inner: S,
+    activity: Arc<ClientActivity>,
+}
+
+/// Routes that clients call, as opposed to those that ops and monitoring
+/// poll (health, metrics, the sync status, keys, docs).
+fn for_clients(route: &str) -> bool {
+    route.starts_with("/v1/reservations") || route.starts_with("/v1/resources")
 }
 
 impl<S, B, R> Service<Request<B>> for Metered<S>
@@ -175,6 +190,9 @@ where
         let method = request.method().clone();
         // `MatchedPath` is an `Arc<str>` inside: cloning it allocates nothing.
         let route = request.extensions().get::<MatchedPath>().cloned();
+        if route.as_ref().is_some_and(|r| for_clients(r.as_str())) {
+            self.activity.note();
+        }
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await?;
@@ -338,6 +356,29 @@ mod tests {
     use tower::ServiceExt;
 
     use super::*;
+
+    #[test]
+    fn client_routes_are_the_bookings_and_resources_not_the_ops_ones() {
+        for route in [
+            "/v1/reservations",
+            "/v1/reservations/batch",
+            "/v1/reservations/{id}",
+            "/v1/reservations/{id}/cancel",
+            "/v1/resources",
+            "/v1/resources/{id}/availability",
+        ] {
+            assert!(for_clients(route), "{route}");
+        }
+        for route in [
+            "/health",
+            "/metrics",
+            "/v1/sync/status",
+            "/v1/keys",
+            "/v1/cache/stats",
+        ] {
+            assert!(!for_clients(route), "{route}");
+        }
+    }
 
     async fn boom() -> &'static str {
         panic!("secret internals")

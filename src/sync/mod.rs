@@ -10,6 +10,7 @@
 //! a crash at any instant re-sends at worst (and re-sending changes nothing).
 
 pub mod backoff;
+pub mod batch_size;
 pub mod feed;
 pub mod payload;
 
@@ -45,6 +46,7 @@ use crate::{
     },
 };
 use backoff::Backoff;
+use batch_size::{ClientActivity, batch_size};
 
 /// Least time between the end of a caught-up drain and the next one.
 const LINGER_MIN: Duration = Duration::from_millis(20);
@@ -85,7 +87,10 @@ const LANE_MIN_ROWS: usize = 256;
 /// Settings of the sync task, from the configuration.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
+    /// Rows per call while clients write.
     pub batch: u32,
+    /// Rows per call once they have not for a while (see `batch_size`).
+    pub quiet_batch: u32,
     /// Connections that apply one large batch together (see `Prepared`).
     pub lanes: u32,
     pub interval: Duration,
@@ -100,6 +105,7 @@ impl SyncSettings {
     pub fn from_config(config: &Config, node_id: String) -> SyncSettings {
         SyncSettings {
             batch: config.sync_batch,
+            quiet_batch: config.sync_quiet_batch,
             lanes: config.sync_lanes,
             interval: Duration::from_millis(config.sync_interval_ms),
             backoff_min: Duration::from_millis(config.sync_backoff_min_ms),
@@ -153,19 +159,22 @@ struct Syncer {
     wake: Arc<Notify>,
     stats: Arc<SyncStats>,
     settings: SyncSettings,
+    activity: Arc<ClientActivity>,
     migrated: bool,
     /// When the current failure streak started.
     failing_since: Option<Instant>,
 }
 
 /// Starts the sync task. `wake` is what the writer notifies after commits
-/// that queued outbox rows; `stop` asks for a last flush and exit.
+/// that queued outbox rows; `activity` is when clients last called, which
+/// sizes the batches; `stop` asks for a last flush and exit.
 pub fn spawn(
     postgres: Postgres,
     reads: Reads,
     writer: Writer,
     wake: Arc<Notify>,
     settings: SyncSettings,
+    activity: Arc<ClientActivity>,
     stop: watch::Receiver<bool>,
 ) -> (SyncHandle, JoinHandle<()>) {
     let stats = Arc::new(SyncStats::default());
@@ -180,6 +189,7 @@ pub fn spawn(
         wake,
         stats,
         settings,
+        activity,
         migrated: false,
         failing_since: None,
     };
@@ -296,17 +306,17 @@ impl Syncer {
             self.migrated = true;
             tracing::info!("PostgreSQL schema is up to date");
         }
-        let full = self.settings.batch as usize;
         let stopping = || stop.is_some_and(|stop| *stop.borrow());
         self.share_keys().await?;
-        let mut next = self.prepare(0).await?;
+        let mut next = self.prepare(0, self.next_batch_size()).await?;
         // The outcome of the batch Postgres committed last, not recorded yet.
         let mut unrecorded: Option<SyncReport> = None;
         let mut sent_rows = 0;
         while next.entries > 0 {
             let batch = next;
             sent_rows += batch.entries;
-            let more = batch.entries >= full && !stopping();
+            let more = batch.entries >= batch.limit && !stopping();
+            let limit = self.next_batch_size();
             let started = Instant::now();
             let ((sent, apply_time), (read, read_time), (recorded, record_time)) = tokio::join!(
                 timed(started, self.apply(&batch)),
@@ -315,7 +325,7 @@ impl Syncer {
                         // Keys issued meanwhile are shared between batches,
                         // not only once the backlog is gone.
                         self.share_keys().await?;
-                        self.prepare(batch.upto_seq).await.map(Some)
+                        self.prepare(batch.upto_seq, limit).await.map(Some)
                     } else {
                         Ok(None)
                     }
@@ -363,11 +373,21 @@ impl Syncer {
         Ok(sent_rows)
     }
 
-    /// Reads the outbox rows after `after` and turns them into the rows sent.
-    async fn prepare(&self, after: i64) -> Result<Prepared, SyncError> {
+    /// How many outbox rows the next batch may take.
+    fn next_batch_size(&self) -> u32 {
+        batch_size(
+            self.settings.batch,
+            self.settings.quiet_batch,
+            self.activity.since(),
+        )
+    }
+
+    /// Reads at most `limit` outbox rows after `after` and turns them into
+    /// the rows sent.
+    async fn prepare(&self, after: i64, limit: u32) -> Result<Prepared, SyncError> {
         let batch = self
             .reads
-            .outbox_batch(after, self.settings.batch)
+            .outbox_batch(after, limit)
             .await
             .map_err(|e| SyncError::Transient(format!("reading the outbox: {e}")))?;
         let mut items: Vec<Item> = batch
@@ -398,6 +418,7 @@ impl Syncer {
         Ok(Prepared {
             upto_seq: batch.upto_seq,
             entries: batch.entries,
+            limit: limit as usize,
             lanes: split_by_resource(items, lanes),
         })
     }
@@ -558,6 +579,9 @@ async fn timed<T>(started: Instant, step: impl Future<Output = T>) -> (T, Durati
 struct Prepared {
     /// Outbox rows up to here are covered.
     upto_seq: i64,
+    /// The most rows it could have taken: with fewer, the outbox is caught
+    /// up.
+    limit: usize,
     /// Outbox rows read (a full batch means there may be more).
     entries: usize,
     /// The rows to send, one list per lane, none empty.

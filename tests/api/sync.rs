@@ -1123,6 +1123,76 @@ async fn a_poison_row_goes_to_the_dead_letters_without_blocking_the_rest() {
 /// of its reservations, is stored by one PostgreSQL transaction, the lanes
 /// commit separately, and when one lane fails the batch is sent again
 /// without the lane that had committed being written a second time.
+/// A backlog goes in batches of `sync_quiet_batch` rows once no client has
+/// called for a second, and of `sync_batch` rows while clients call, even
+/// if they only read (`sync::batch_size`: a large batch holds up the
+/// requests behind it). Polling the sync status does not count as a call.
+#[tokio::test]
+async fn a_backlog_goes_in_large_batches_only_while_no_client_calls() {
+    let db = test_database().await;
+    let proxy = TcpProxy::to_url(&db.url).await;
+    proxy.cut();
+    let url = proxy.url_for(&db.url);
+    let app = spawn_app_with(|config| {
+        sync_to(config, &url, "node-sizes");
+        config.sync_batch = 50;
+        config.sync_quiet_batch = 500;
+    })
+    .await;
+    let resource = app.new_resource(1).await;
+    for first in (0..600).step_by(200) {
+        app.book_all(
+            (first..first + 200)
+                .map(|i| in_hour(&resource, i))
+                .collect(),
+        )
+        .await;
+    }
+    // Nobody writes for longer than a second: the resource and its 600
+    // reservations go in batches of 500 and 101.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    proxy.restore();
+    let quiet = wait_until_synced(&app).await;
+    assert_eq!(
+        (
+            counter(&quiet, "batches_sent"),
+            counter(&quiet, "rows_sent")
+        ),
+        (2, 601),
+        "{quiet}"
+    );
+
+    // The next backlog drains while a client keeps reading: 50 rows a call
+    // at most, so at least 4 calls for its 200 rows.
+    proxy.cut();
+    let ids = app
+        .book_all((600..800).map(|i| in_hour(&resource, i)).collect())
+        .await;
+    proxy.restore();
+    let deadline = Instant::now() + CONVERGE;
+    let busy = loop {
+        app.get_reservation(&app.admin_token, &ids[0])
+            .await
+            .assert_status(200);
+        let status = sync_status(&app).await;
+        if counter(&status, "rows_sent") >= 801 {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the backlog did not go: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let batches = counter(&busy, "batches_sent") - 2;
+    let rows = counter(&busy, "rows_sent") - 601;
+    assert!(
+        batches >= 4 && rows <= 50 * batches,
+        "{rows} rows in {batches} batches while a client read: {busy}"
+    );
+    db.cleanup().await;
+}
+
 #[tokio::test]
 async fn a_large_batch_is_applied_in_lanes_by_resource_and_a_failed_lane_is_sent_again() {
     const RESOURCES: usize = 24;
