@@ -39,13 +39,21 @@ pub fn batch_size(busy: u32, quiet: u32, since_request: Option<Duration>) -> u32
 /// Noted by the HTTP layer, read by the sync task.
 #[derive(Debug, Default)]
 pub struct ClientActivity {
-    /// On [`clock_micros`]'s clock; 0: never.
+    /// On [`clock_micros`]'s clock, within [`NOTE_EVERY_MICROS`]; 0: never.
     last: AtomicU64,
 }
 
+/// How stale the noted time may get: only the second matters, and a store
+/// on every request would bounce the cache line between the worker threads.
+const NOTE_EVERY_MICROS: u64 = 10_000;
+
 impl ClientActivity {
     pub fn note(&self) {
-        self.last.store(clock_micros(), Ordering::Relaxed);
+        let now = clock_micros();
+        let last = self.last.load(Ordering::Relaxed);
+        if last == 0 || now.saturating_sub(last) >= NOTE_EVERY_MICROS {
+            self.last.store(now, Ordering::Relaxed);
+        }
     }
 
     /// How long ago a client last called; `None` if none has.
