@@ -41,14 +41,15 @@ pub struct Config {
     pub postgres_url: Option<String>,
 
     /// Most outbox rows sent to PostgreSQL in one round trip while clients
-    /// are writing: the writer records each batch in one job, which writes
-    /// queue behind.
+    /// call the API: a larger batch holds up the requests behind it (the
+    /// writer records it in one job).
     #[arg(long, env = "RESERVOIR_SYNC_BATCH", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub sync_batch: u32,
 
-    /// Most outbox rows per round trip once no client has written for a
-    /// second (a backlog after an outage, with no traffic to protect):
-    /// fewer, larger calls drain it faster. Never below `sync_batch`.
+    /// Most outbox rows per round trip once no client has called the
+    /// reservations or resources API for a second (a backlog after an
+    /// outage, with no traffic to protect): fewer, larger calls drain it
+    /// faster. Never below `sync_batch`.
     #[arg(long, env = "RESERVOIR_SYNC_QUIET_BATCH", default_value_t = 4000, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub sync_quiet_batch: u32,
 

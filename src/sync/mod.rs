@@ -87,7 +87,7 @@ const LANE_MIN_ROWS: usize = 256;
 /// Settings of the sync task, from the configuration.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
-    /// Rows per call while clients write.
+    /// Rows per call while clients call the API.
     pub batch: u32,
     /// Rows per call once they have not for a while (see `batch_size`).
     pub quiet_batch: u32,
