@@ -9,6 +9,7 @@
 //! synchronously on its own thread instead.
 
 mod checkpoint;
+pub(crate) mod outbox;
 mod plans;
 pub mod queries;
 pub mod reads;
@@ -73,7 +74,9 @@ pub async fn open(config: &Config) -> anyhow::Result<(Reads, rusqlite::Connectio
         .connect_with(base.read_only(true))
         .await
         .context("cannot open the read pool")?;
-    Ok((Reads::new(pool), write))
+    let outbox = outbox::OutboxReader::open(&path)
+        .with_context(|| format!("cannot open {} to read the outbox", path.display()))?;
+    Ok((Reads::new(pool, outbox), write))
 }
 
 /// Drops the statistics `ANALYZE` stores for SQLite's query planner, so it

@@ -14,8 +14,9 @@ mod tests {
         domain::reservation::Status,
         store::sqlite::{
             open,
+            outbox::OUTBOX_RESERVATIONS,
             queries::HOLDS,
-            reads::{OUTBOX_BATCH, ReservationCursor, ReservationFilter, list_query},
+            reads::{ReservationCursor, ReservationFilter, list_query},
             writer::{ACK_SYNCED, LOCAL_VERSIONS},
         },
     };
@@ -357,7 +358,7 @@ mod tests {
     async fn the_outbox_batch_looks_reservations_up_by_id() {
         let (_dir, pool, _write) = database().await;
         let plan = details(
-            query_as(&format!("EXPLAIN QUERY PLAN {}", *OUTBOX_BATCH))
+            query_as(&format!("EXPLAIN QUERY PLAN {}", *OUTBOX_RESERVATIONS))
                 .bind(0i64)
                 .bind(1000i64)
                 .fetch_all(&pool)
@@ -365,8 +366,8 @@ mod tests {
                 .unwrap(),
         );
         assert!(
-            plan.contains("SEARCH r USING INDEX sqlite_autoindex_reservations_1 (id=?)")
-                && !plan.contains("SCAN r"),
+            plan.contains("SEARCH e USING INDEX sqlite_autoindex_reservations_1 (id=?)")
+                && !plan.contains("SCAN e"),
             "{plan}"
         );
     }

@@ -1,13 +1,13 @@
 //! Reads from the read-only pool. These never wait for the writer: WAL gives
 //! each read a consistent snapshot of the last commit.
 
-use std::{collections::HashMap, sync::LazyLock};
-
 use jiff::Timestamp;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool, query_as, query_scalar};
 use uuid::Uuid;
 
+pub use super::outbox::OutboxBatch;
 use super::{
+    outbox::OutboxReader,
     queries,
     rows::{RESERVATION_COLUMNS, RESOURCE_COLUMNS, ReservationRow, ResourceRow},
 };
@@ -25,6 +25,7 @@ use crate::{
 #[derive(Clone)]
 pub struct Reads {
     pool: SqlitePool,
+    outbox: OutboxReader,
 }
 
 /// Filters of `GET /v1/reservations`; `from`/`to` select overlap.
@@ -45,8 +46,8 @@ pub struct ReservationCursor {
 }
 
 impl Reads {
-    pub fn new(pool: SqlitePool) -> Self {
-        Reads { pool }
+    pub fn new(pool: SqlitePool, outbox: OutboxReader) -> Self {
+        Reads { pool, outbox }
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -126,20 +127,6 @@ impl Reads {
     }
 }
 
-/// The next outbox rows to send, with the *current* state of the entities
-/// they name (several queued versions of one row are sent once, at the latest).
-#[derive(Debug, Default)]
-pub struct OutboxBatch {
-    /// Outbox rows up to here are covered by this batch.
-    pub upto_seq: i64,
-    /// Rows read from the outbox (before merging duplicates).
-    pub entries: usize,
-    /// In outbox order.
-    pub resources: Vec<Resource>,
-    /// In outbox order, each with its create fingerprint.
-    pub reservations: Vec<(Reservation, String)>,
-}
-
 /// Numbers for `GET /v1/sync/status`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct OutboxStats {
@@ -149,107 +136,13 @@ pub struct OutboxStats {
     pub dead_letters: i64,
 }
 
-/// The statement of [`Reads::outbox_batch`]; `?1` is `after`, `?2` the limit.
-///
-/// `CROSS JOIN` fixes the join order: the batch's distinct ids outside, each
-/// looked up in `reservations` by primary key. Left to choose, SQLite's
-/// planner, which has no statistics for a materialized CTE, went wrong when
-/// versions up to 2026-12-01 had stored statistics for `reservations` at
-/// shutdown showing from 1,000 up to 60,000 rows: it scanned the whole table
-/// and probed an automatic index on the batch, 25 ms per 1,000 outbox rows
-/// with 60,000 stored, against 4 ms. The service keeps no statistics now
-/// (`forget_planner_statistics`); the fixed order stays as a second guard.
-pub(crate) static OUTBOX_BATCH: LazyLock<String> = LazyLock::new(|| {
-    format!(
-        "WITH batch AS MATERIALIZED ( \
-             SELECT seq, kind, entity_id FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2), \
-         firsts AS MATERIALIZED ( \
-             SELECT kind, entity_id, min(seq) AS first FROM batch GROUP BY kind, entity_id) \
-         SELECT (SELECT max(seq) FROM batch), (SELECT count(*) FROM batch), \
-             (SELECT json_group_array(f.entity_id ORDER BY f.first) FROM firsts AS f \
-              WHERE f.kind = 'resource'), \
-             (SELECT json_group_array(json_array(json_object({}), r.request_hash) ORDER BY f.first) \
-              FROM firsts AS f CROSS JOIN reservations AS r ON r.id = f.entity_id \
-              WHERE f.kind = 'reservation')",
-        // Each reservation as an object keyed by column name, which
-        // `ReservationRow` deserializes by name.
-        RESERVATION_COLUMNS
-            .split(", ")
-            .map(|column| format!("'{column}', r.{column}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
-});
-
 impl Reads {
     /// The next `limit` outbox rows after sequence number `after` (0: from the
-    /// start). The sync task reads the batch after the one Postgres is still
-    /// applying, so it passes that batch's `upto_seq`.
-    ///
-    /// One statement reads the outbox rows and the reservations they name,
-    /// aggregated into one JSON array in first-queued order: sqlx hands every
-    /// result row from its SQLite thread to the async side separately (a
-    /// channel send and a wake-up each), which cost more than the queries
-    /// themselves when each batch came back as 2,000 rows.
+    /// start), read by [`OutboxReader`]. The sync task reads the batch after
+    /// the one Postgres is still applying, so it passes that batch's
+    /// `upto_seq`.
     pub async fn outbox_batch(&self, after: i64, limit: u32) -> AppResult<OutboxBatch> {
-        let (upto_seq, entries, resource_ids, reservations): (
-            Option<i64>,
-            i64,
-            Option<String>,
-            Option<String>,
-        ) = query_as(&OUTBOX_BATCH)
-            .bind(after)
-            .bind(i64::from(limit))
-            .fetch_one(&self.pool)
-            .await?;
-        let Some(upto_seq) = upto_seq else {
-            return Ok(OutboxBatch::default());
-        };
-        let resource_ids: Vec<String> = match resource_ids {
-            Some(text) => serde_json::from_str(&text).map_err(anyhow::Error::from)?,
-            None => Vec::new(),
-        };
-        let mut resources = Vec::new();
-        if !resource_ids.is_empty() {
-            let rows: Vec<ResourceRow> = query_as(&format!(
-                "SELECT {RESOURCE_COLUMNS} FROM resources WHERE id IN (SELECT value FROM json_each(?1))"
-            ))
-            .bind(serde_json::to_string(&resource_ids).unwrap_or_default())
-            .fetch_all(&self.pool)
-            .await?;
-            // Back into outbox order.
-            let order: HashMap<Uuid, usize> = resource_ids
-                .iter()
-                .enumerate()
-                .filter_map(|(i, id)| Some((Uuid::try_parse(id).ok()?, i)))
-                .collect();
-            resources = rows
-                .into_iter()
-                .map(Resource::try_from)
-                .collect::<Result<Vec<_>, _>>()?;
-            resources.sort_by_key(|r| order.get(&r.id).copied());
-        }
-        // Already in outbox order: Postgres settles competing bookings first
-        // come, first served.
-        let reservations = match reservations {
-            Some(text) => serde_json::from_str::<Vec<(ReservationRow, Option<String>)>>(&text)
-                .map_err(anyhow::Error::from)?
-                .into_iter()
-                .map(|(row, request_hash)| {
-                    Ok((
-                        Reservation::try_from(row)?,
-                        request_hash.unwrap_or_default(),
-                    ))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?,
-            None => Vec::new(),
-        };
-        Ok(OutboxBatch {
-            upto_seq,
-            entries: usize::try_from(entries).unwrap_or(0),
-            resources,
-            reservations,
-        })
+        Ok(self.outbox.batch(after, limit).await?)
     }
 
     /// Keys issued here that PostgreSQL does not have yet.
