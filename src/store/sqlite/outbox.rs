@@ -18,9 +18,7 @@ use std::{
 use anyhow::Context;
 use rusqlite::{Connection, OpenFlags, params};
 
-use super::rows::{
-    RESERVATION_COLUMN_COUNT, RESERVATION_COLUMNS, RESOURCE_COLUMNS, ReservationRow, ResourceRow,
-};
+use super::rows::{HashedReservationRow, RESERVATION_COLUMNS, RESOURCE_COLUMNS, ResourceRow};
 use crate::domain::{reservation::Reservation, resource::Resource};
 
 /// The next outbox rows to send, with the *current* state of the entities
@@ -38,7 +36,7 @@ pub struct OutboxBatch {
 }
 
 /// Where the batch ends: `?1` is `after`, `?2` the limit.
-pub(crate) const OUTBOX_BATCH_END: &str = "SELECT max(seq), count(*) FROM \
+const OUTBOX_BATCH_END: &str = "SELECT max(seq), count(*) FROM \
      (SELECT seq FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2)";
 
 /// The entities a batch `(?1, ?2]` names, each once, in the order it was
@@ -131,19 +129,11 @@ fn read_batch(conn: &mut Connection, after: i64, limit: u32) -> anyhow::Result<O
         .collect::<anyhow::Result<Vec<_>>>()?;
     let reservations = snapshot
         .prepare_cached(&OUTBOX_RESERVATIONS)?
-        .query_map(params![after, upto_seq], |row| {
-            Ok((
-                ReservationRow::from_rusqlite(row)?,
-                row.get::<_, Option<String>>(RESERVATION_COLUMN_COUNT)?,
-            ))
-        })?
-        .map(|row| {
-            let (row, request_hash) = row?;
-            Ok((
-                Reservation::try_from(row)?,
-                request_hash.unwrap_or_default(),
-            ))
-        })
+        .query_map(
+            params![after, upto_seq],
+            HashedReservationRow::from_rusqlite,
+        )?
+        .map(|row| row?.into_reservation())
         .collect::<anyhow::Result<Vec<_>>>()?;
     // Read only: nothing to commit, but ending the transaction now lets
     // the checkpointer restart the log without waiting for this snapshot.

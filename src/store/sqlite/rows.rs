@@ -19,8 +19,7 @@ pub const RESERVATION_COLUMNS: &str = "id, resource_id, user_id, starts_at, ends
 /// after them reads those from this index on.
 pub const RESERVATION_COLUMN_COUNT: usize = 13;
 
-/// Also read from JSON objects keyed by column name (the outbox batch).
-#[derive(Debug, FromRow, serde::Deserialize)]
+#[derive(Debug, FromRow)]
 pub struct ReservationRow {
     pub id: String,
     pub resource_id: String,
@@ -37,12 +36,27 @@ pub struct ReservationRow {
     pub updated_at: i64,
 }
 
-/// A reservation row with its create fingerprint (what the sync sends).
-#[derive(Debug, FromRow)]
+/// A reservation row with its create fingerprint, selected as
+/// [`RESERVATION_COLUMNS`] followed by `request_hash`: what the sync sends,
+/// and what a create carrying a client id compares with.
+#[derive(Debug)]
 pub struct HashedReservationRow {
-    #[sqlx(flatten)]
     pub row: ReservationRow,
     pub request_hash: String,
+}
+
+impl HashedReservationRow {
+    /// Reads such a row on a rusqlite connection, by position.
+    pub fn from_rusqlite(row: &rusqlite::Row<'_>) -> rusqlite::Result<HashedReservationRow> {
+        Ok(HashedReservationRow {
+            row: ReservationRow::from_rusqlite(row)?,
+            request_hash: row.get(RESERVATION_COLUMN_COUNT)?,
+        })
+    }
+
+    pub fn into_reservation(self) -> anyhow::Result<(Reservation, String)> {
+        Ok((Reservation::try_from(self.row)?, self.request_hash))
+    }
 }
 
 impl TryFrom<ReservationRow> for Reservation {

@@ -20,7 +20,7 @@ use crate::{
     error::AppError,
     store::sqlite::{
         queries::direct as queries,
-        rows::{RESERVATION_COLUMN_COUNT, RESERVATION_COLUMNS, ReservationRow},
+        rows::{HashedReservationRow, RESERVATION_COLUMNS},
     },
 };
 use anyhow::Context;
@@ -108,14 +108,13 @@ impl WriterTask {
             .prepare_cached(&format!(
                 "SELECT {RESERVATION_COLUMNS}, request_hash FROM reservations WHERE id = ?1"
             ))?
-            .query_row([id.hyphenated().to_string()], |row| {
-                // request_hash follows the RESERVATION_COLUMNS.
-                let hash: String = row.get(RESERVATION_COLUMN_COUNT)?;
-                Ok((ReservationRow::from_rusqlite(row)?, hash))
-            })
+            .query_row(
+                [id.hyphenated().to_string()],
+                HashedReservationRow::from_rusqlite,
+            )
             .optional()?;
         found
-            .map(|(row, hash)| Ok((Reservation::try_from(row)?, hash)))
+            .map(HashedReservationRow::into_reservation)
             .transpose()
     }
 
