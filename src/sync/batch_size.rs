@@ -5,8 +5,7 @@
 //! batches are paid less often (a 1,000,000-row drain ran at 46-47 k rows/s
 //! with 1,000 rows per call and 58-61 k with 4,000; BENCHMARKS.md). But
 //! requests pay for them: the writer records each batch's outcome in one
-//! job, which writes queue behind, and the batch is read and parsed in one
-//! piece. During a drain, creates at 2,000/s had a p99 of 18-20 ms with
+//! job, which writes queue behind, and the batch is read in one piece. During a drain, creates at 2,000/s had a p99 of 18-20 ms with
 //! 1,000-row batches and 65-68 ms with 4,000, and gets at 10,000/s 14-15
 //! against 21-24 ms. So the large size is used only once no client request
 //! has come for [`QUIET_AFTER`]: a node catching up after an outage with

@@ -1119,10 +1119,6 @@ async fn a_poison_row_goes_to_the_dead_letters_without_blocking_the_rest() {
     assert!(pg_reservations(&db.pool).await.contains_key(&after));
 }
 
-/// A backlog large enough to be split into lanes: each resource, with all
-/// of its reservations, is stored by one PostgreSQL transaction, the lanes
-/// commit separately, and when one lane fails the batch is sent again
-/// without the lane that had committed being written a second time.
 /// A backlog goes in batches of `sync_quiet_batch` rows once no client has
 /// called for a second, and of `sync_batch` rows while clients call, even
 /// if they only read (`sync::batch_size`: a large batch holds up the
@@ -1193,6 +1189,10 @@ async fn a_backlog_goes_in_large_batches_only_while_no_client_calls() {
     db.cleanup().await;
 }
 
+/// A backlog large enough to be split into lanes: each resource, with all
+/// of its reservations, is stored by one PostgreSQL transaction, the lanes
+/// commit separately, and when one lane fails the batch is sent again
+/// without the lane that had committed being written a second time.
 #[tokio::test]
 async fn a_large_batch_is_applied_in_lanes_by_resource_and_a_failed_lane_is_sent_again() {
     const RESOURCES: usize = 24;
